@@ -89,10 +89,12 @@ pub fn impersonation(headers: &HeaderMap) -> Result<ImpersonationRequest, String
     let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, v) in headers {
         if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
-            let key = percent_encoding::percent_decode_str(key)
+            // Lower-cased before unescaping, as the API server does (impersonation.go).
+            let lower = key.to_lowercase();
+            let key = percent_encoding::percent_decode_str(&lower)
                 .decode_utf8()
                 .map_err(|_| format!("impersonation extra key {key:?} is not valid UTF-8"))?
-                .to_lowercase();
+                .into_owned();
             extra.entry(key).or_default().push(text(v)?);
         }
     }

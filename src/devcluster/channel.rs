@@ -22,11 +22,11 @@ use futures::stream::SplitSink;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::task::AbortOnDropHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Client → server: bytes for the process's stdin.
 pub const STDIN: u8 = 0;
@@ -183,6 +183,19 @@ where
     (tx, task)
 }
 
+/// An OS error in Go's spelling: lower case, without Rust's "(os error N)".
+pub(super) fn go_error_text(error: &std::io::Error) -> String {
+    let text = match error.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_owned(),
+        None => error.to_string(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
 /// A spawned task that is aborted when this handle is dropped (so nothing a
 /// session started outlives it, even if the caller drops `serve`'s future), and
 /// that can be waited for from several `select!`s.
@@ -210,6 +223,54 @@ impl Task {
     }
 }
 
+/// Websocket plumbing for the tests of `exec` and `portforward`.
+#[cfg(test)]
+pub(super) mod test_support {
+    use std::time::Duration;
+
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::DuplexStream;
+    use tokio::task::JoinHandle;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// Upper bound for every await in the tests.
+    pub(in super::super) const LIMIT: Duration = Duration::from_secs(20);
+
+    pub(in super::super) type Socket = WebSocketStream<DuplexStream>;
+
+    /// (server end, client end) of a websocket over an in-memory pipe.
+    pub(in super::super) async fn socket_pair() -> (Socket, Socket) {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (server, client)
+    }
+
+    /// The next message, `None` once the stream ended (or failed).
+    pub(in super::super) async fn next_message(client: &mut Socket) -> Option<Message> {
+        tokio::time::timeout(LIMIT, client.next())
+            .await
+            .expect("server went silent")?
+            .ok()
+    }
+
+    pub(in super::super) async fn send_binary(client: &mut Socket, bytes: &[u8]) {
+        tokio::time::timeout(LIMIT, client.send(Message::binary(bytes.to_vec())))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    pub(in super::super) async fn joined(task: JoinHandle<()>) {
+        tokio::time::timeout(LIMIT, task)
+            .await
+            .expect("serve did not return")
+            .expect("serve panicked");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +280,10 @@ mod tests {
         for protocol in [Protocol::V4, Protocol::V5] {
             assert_eq!(Protocol::from_name(protocol.name()), Some(protocol));
         }
-        assert_eq!(Protocol::from_name(" v5.channel.k8s.io "), Some(Protocol::V5));
+        assert_eq!(
+            Protocol::from_name(" v5.channel.k8s.io "),
+            Some(Protocol::V5)
+        );
         assert_eq!(Protocol::from_name("v4.base64.channel.k8s.io"), None);
         assert_eq!(Protocol::from_name(""), None);
     }
@@ -250,7 +314,10 @@ mod tests {
 
     #[test]
     fn exit_codes_are_clamped_to_a_byte() {
-        assert_eq!(status_exit_code(300)["details"]["causes"][0]["message"], "255");
+        assert_eq!(
+            status_exit_code(300)["details"]["causes"][0]["message"],
+            "255"
+        );
         assert_eq!(status_exit_code(-1)["details"]["causes"][0]["message"], "0");
         assert_eq!(status_exit_code(3)["reason"], "NonZeroExitCode");
     }
@@ -268,6 +335,13 @@ mod tests {
                 "code": 500,
             })
         );
+    }
+
+    #[test]
+    fn go_error_text_is_lower_case_without_the_os_error_suffix() {
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(go_error_text(&refused), "connection refused");
+        assert_eq!(go_error_text(&std::io::Error::other("Boom")), "boom");
     }
 
     #[test]

@@ -85,13 +85,6 @@ pub fn lookup(group: &str, version: &str, resource: &str) -> Option<&'static Res
         .find(|r| r.group == group && r.version == version && r.resource == resource)
 }
 
-/// Look a resource type up by `apiVersion` and `kind` (for objects sent in a body).
-pub fn lookup_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
-    RESOURCES
-        .iter()
-        .find(|r| r.api_version() == api_version && r.kind == kind)
-}
-
 /// The Kubernetes version the devcluster claims: the oldest one k8s-openapi 0.29 models.
 pub fn version() -> Value {
     json!({
@@ -223,11 +216,6 @@ mod tests {
             .collect();
         assert_eq!(names.iter().filter(|n| **n == "apps").count(), 1);
         assert_eq!(lookup("apps", "v1", "deployments").unwrap().kind, "Deployment");
-        assert_eq!(lookup_kind("v1", "Pod").unwrap().resource, "pods");
-        assert_eq!(
-            lookup_kind("rbac.authorization.k8s.io/v1", "RoleBinding").unwrap().resource,
-            "rolebindings"
-        );
         assert!(group("rbac.authorization.k8s.io").is_some());
     }
 }

@@ -28,22 +28,17 @@
 //! The size of incoming websocket messages is bounded by the caller's
 //! `WebSocketConfig`, not here.
 
-use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::SplitStream;
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, getsid};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
+use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
@@ -52,6 +47,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Protocol, Task};
+use super::exec_process::{self, Input, Started};
 use super::exec_pty;
 
 /// One exec call, as parsed from the request by the HTTP layer.
@@ -79,32 +75,12 @@ const STDIN_DEPTH: usize = 8;
 pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long to wait for a SIGKILLed child to be reaped.
-const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the websocket reader hands to the stdin writer, in arrival order.
 pub(super) enum StdinEvent {
     Data(Bytes),
     /// v5 `[255, 0]`: the client has no more input.
     Close,
-}
-
-/// Where the process's stdin goes.
-enum Input {
-    None,
-    Pipe(ChildStdin),
-    Pty(exec_pty::PtyInput),
-}
-
-/// A started process and its I/O ends.
-struct Started {
-    child: Child,
-    /// Its process group (and, with a tty, session) id: the child's pid.
-    group: ProcessGroup,
-    input: Input,
-    /// Each output source and the channel its bytes go to (`None`: read and
-    /// discard, so the process never blocks on a stream nobody asked for).
-    outputs: Vec<(Option<u8>, Box<dyn AsyncRead + Send + Unpin>)>,
 }
 
 /// Serve one exec websocket until the process has finished and its status was
@@ -119,7 +95,7 @@ pub async fn serve<S>(
 {
     let (sink, stream) = ws.split();
     let (outbox, writer) = channel::spawn_writer(sink, OUTBOX_DEPTH);
-    match start(&req) {
+    match exec_process::start(&req) {
         Ok(started) => run(started, stream, protocol, &req, outbox, writer, &shutdown).await,
         Err(message) => {
             tracing::debug!(command = ?req.command, %message, "exec failed to start");
@@ -148,7 +124,12 @@ async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Started { mut child, mut group, input, outputs } = started;
+    let Started {
+        mut child,
+        mut group,
+        input,
+        outputs,
+    } = started;
     let exited = CancellationToken::new();
     let mut pumps = JoinSet::new();
     for (channel, source) in outputs {
@@ -184,7 +165,7 @@ async fn run<S>(
         End::ClientGone | End::Shutdown => {
             tracing::debug!(command = ?req.command, "exec ended before the process; killing it");
             group.kill();
-            reap(&mut child).await;
+            exec_process::reap(&mut child).await;
             group.disarm();
             if matches!(end, End::Shutdown) {
                 // Best effort: tell the client why, without waiting on it.
@@ -207,7 +188,7 @@ async fn run<S>(
         () = async { while pumps.join_next().await.is_some() {} } => true,
     };
     if drained {
-        let document = status_document(&req.command, status);
+        let document = exec_process::status_document(&req.command, status);
         finish(outbox, writer, reader, &document, shutdown).await;
     }
 }
@@ -233,7 +214,10 @@ async fn finish(
         () = shutdown.cancelled() => return,
         () = sent => {}
     }
-    if tokio::time::timeout(CLOSE_GRACE, reader.join()).await.is_err() {
+    if tokio::time::timeout(CLOSE_GRACE, reader.join())
+        .await
+        .is_err()
+    {
         tracing::debug!("client did not answer the close frame");
     }
 }
@@ -277,7 +261,9 @@ async fn read_client<S>(
                     resizes.send(size);
                 }
             }
-            channel::CLOSE if protocol == Protocol::V5 && payload.first() == Some(&channel::STDIN) => {
+            channel::CLOSE
+                if protocol == Protocol::V5 && payload.first() == Some(&channel::STDIN) =>
+            {
                 if let Some(tx) = stdin.take() {
                     let _ = tx.send(StdinEvent::Close).await;
                 }
@@ -345,197 +331,302 @@ async fn pump(
     }
 }
 
-/// Starts the process, or returns the InternalError message the kubelet path
-/// (kubelet → containerd → runc) would report.
-fn start(req: &ExecRequest) -> Result<Started, String> {
-    let Some((program, args)) = req.command.split_first() else {
-        // runc's validateProcessSpec; the apiserver and kubectl normally
-        // refuse an empty command before it gets this far.
-        return Err(oci_exec_failed("args must not be empty"));
-    };
-    if !req.workdir.is_dir() {
-        return Err(oci_exec_failed(&format!(
-            "exec failed: unable to start container process: chdir to cwd ({:?}) set in config.json failed: no such file or directory",
-            req.workdir.display().to_string()
-        )));
-    }
-    let spawned = if req.tty {
-        exec_pty::spawn(program, args, req).map(|(child, output, input)| {
-            let channel = req.stdout.then_some(channel::STDOUT);
-            let outputs: Vec<(Option<u8>, Box<dyn AsyncRead + Send + Unpin>)> =
-                vec![(channel, Box::new(output))];
-            (child, Input::Pty(input), outputs)
-        })
-    } else {
-        spawn_pipes(program, args, req)
-    };
-    let (child, input, outputs) = spawned.map_err(|error| start_error(program, &error))?;
-    let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
-        return Err(oci_exec_failed("exec failed: process exited before it was tracked"));
-    };
-    let group = ProcessGroup {
-        leader: Pid::from_raw(pid),
-        whole_session: req.tty,
-        armed: true,
-    };
-    Ok(Started { child, group, input, outputs })
-}
+#[cfg(test)]
+pub(super) mod tests {
+    use std::time::Duration;
 
-type Spawned = (Child, Input, Vec<(Option<u8>, Box<dyn AsyncRead + Send + Unpin>)>);
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    use serde_json::{Value, json};
+    use tokio::task::JoinHandle;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_util::sync::CancellationToken;
 
-fn spawn_pipes(program: &str, args: &[String], req: &ExecRequest) -> io::Result<Spawned> {
-    let piped_if = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(&req.workdir)
-        .envs(req.env.iter().map(|(key, value)| (key, value)))
-        .stdin(piped_if(req.stdin))
-        .stdout(piped_if(req.stdout))
-        .stderr(piped_if(req.stderr))
-        // Its own group, so one killpg reaches everything it started.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()?;
-    let input = child.stdin.take().map_or(Input::None, Input::Pipe);
-    let mut outputs: Vec<(Option<u8>, Box<dyn AsyncRead + Send + Unpin>)> = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        outputs.push((Some(channel::STDOUT), Box::new(stdout)));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        outputs.push((Some(channel::STDERR), Box::new(stderr)));
-    }
-    Ok((child, input, outputs))
-}
+    use super::super::channel::test_support::{LIMIT, Socket, joined, next_message, send_binary};
+    use super::*;
 
-/// The process group (with a tty, the session) of one exec. Dropping it while
-/// armed kills it, so nothing survives a dropped `serve` future.
-struct ProcessGroup {
-    leader: Pid,
-    whole_session: bool,
-    armed: bool,
-}
-
-impl ProcessGroup {
-    /// SIGKILLs the group and, with a tty, every other process of the session
-    /// (job control puts background jobs in their own groups).
-    fn kill(&self) {
-        match killpg(self.leader, Signal::SIGKILL) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(error) => tracing::warn!(%error, leader = %self.leader, "killpg failed"),
+    pub(in super::super) fn request(argv: &[&str], workdir: &std::path::Path) -> ExecRequest {
+        ExecRequest {
+            command: argv.iter().map(|arg| (*arg).to_owned()).collect(),
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            workdir: workdir.to_path_buf(),
+            env: vec![("POD_NAME".to_owned(), "web-0".to_owned())],
         }
-        if self.whole_session {
-            for pid in session_members(self.leader) {
-                let _ = kill(pid, Signal::SIGKILL);
+    }
+
+    pub(in super::super) async fn start(
+        req: ExecRequest,
+        protocol: Protocol,
+        shutdown: CancellationToken,
+    ) -> (Socket, JoinHandle<()>) {
+        let (server, client) = super::super::channel::test_support::socket_pair().await;
+        let task = tokio::spawn(serve(server, protocol, req, shutdown));
+        (client, task)
+    }
+
+    /// Everything the client received, up to the end of the stream.
+    #[derive(Debug, Default)]
+    pub(in super::super) struct Received {
+        pub stdout: Vec<u8>,
+        pub stderr: Vec<u8>,
+        pub status: Option<Value>,
+        pub close: Option<CloseCode>,
+        pub other: Vec<Vec<u8>>,
+    }
+
+    pub(in super::super) async fn receive_all(client: &mut Socket) -> Received {
+        let mut received = Received::default();
+        while let Some(message) = next_message(client).await {
+            match message {
+                Message::Binary(bytes) => match bytes.split_first() {
+                    Some((1, data)) => received.stdout.extend_from_slice(data),
+                    Some((2, data)) => received.stderr.extend_from_slice(data),
+                    Some((3, data)) => {
+                        assert!(received.status.is_none(), "two status documents");
+                        received.status = Some(serde_json::from_slice(data).unwrap());
+                    }
+                    _ => received.other.push(bytes.to_vec()),
+                },
+                Message::Close(frame) => received.close = frame.map(|frame| frame.code),
+                Message::Text(_) => panic!("text frame from the server"),
+                _ => {}
             }
         }
+        received
     }
 
-    /// Called once the group was killed and the leader reaped: a later kill
-    /// could only hit an unrelated process that reused the id.
-    fn disarm(&mut self) {
-        self.armed = false;
+    pub(in super::super) async fn run_to_end(req: ExecRequest, protocol: Protocol) -> Received {
+        let (mut client, task) = start(req, protocol, CancellationToken::new()).await;
+        let received = receive_all(&mut client).await;
+        joined(task).await;
+        received
     }
-}
 
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        if self.armed {
-            self.kill();
-        }
+    /// Alive and not a zombie.
+    fn is_running(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state letter follows the parenthesised command name.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        kill(Pid::from_raw(pid), None).is_ok() && !matches!(state, Some('Z' | 'X') | None)
     }
-}
 
-/// Processes whose session id is `leader` (Linux: scans /proc).
-fn session_members(leader: Pid) -> Vec<Pid> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .map(Pid::from_raw)
-        .filter(|pid| getsid(Some(*pid)) == Ok(leader))
-        .collect()
-}
-
-/// Waits for a killed child so that it does not linger as a zombie.
-async fn reap(child: &mut Child) {
-    if tokio::time::timeout(REAP_TIMEOUT, child.wait()).await.is_err() {
-        tracing::warn!("killed exec process was not reaped in time");
-    }
-}
-
-/// The Status document for the process's end, as the kubelet builds it.
-fn status_document(command: &[String], status: io::Result<ExitStatus>) -> Value {
-    match status.map(exit_code) {
-        Ok(0) => channel::status_success(),
-        Ok(code) => channel::status_exit_code_for(command, code),
-        Err(error) => channel::status_internal_error(&format!(
-            "error executing command in container: failed to wait for exec process: {error}"
-        )),
-    }
-}
-
-/// The exit code a container runtime reports: the code, or 128+N for signal N.
-fn exit_code(status: ExitStatus) -> i32 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(signal)) => signal.saturating_add(128),
-        (None, None) => 255,
-    }
-}
-
-/// The error containerd + runc report when the program cannot be started,
-/// using Go's `exec.LookPath` wording for the cause.
-fn start_error(program: &str, error: &io::Error) -> String {
-    let cause = match error.kind() {
-        // execvp reports EACCES for a non-executable file found in PATH; Go's
-        // LookPath skips such files and reports "not found" instead.
-        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied if !program.contains('/') => {
-            "executable file not found in $PATH".to_owned()
-        }
-        io::ErrorKind::NotFound => format!("stat {program}: no such file or directory"),
-        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => go_error_text(error),
-    };
-    oci_exec_failed(&format!(
-        "exec failed: unable to start container process: exec: {program:?}: {cause}"
-    ))
-}
-
-/// Wraps a runc failure the way containerd's CRI exec path reports it.
-fn oci_exec_failed(detail: &str) -> String {
-    format!(
-        "error executing command in container: failed to exec in container: failed to start exec {:?}: OCI runtime exec failed: {detail}: unknown",
-        exec_id()
-    )
-}
-
-/// A random 64-hex-digit id, like containerd's exec ids.
-fn exec_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    (0..4u8)
-        .map(|part| {
-            // Every RandomState carries fresh random keys.
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u8(part);
-            hasher.write_u128(nanos);
-            format!("{:016x}", hasher.finish())
+    pub(in super::super) async fn wait_until_gone(pid: i32) {
+        tokio::time::timeout(LIMIT, async {
+            while is_running(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         })
-        .collect()
-}
+        .await
+        .expect("process still running");
+    }
 
-/// An OS error in Go's spelling: lower case, without Rust's "(os error N)".
-pub(super) fn go_error_text(error: &io::Error) -> String {
-    let text = match error.raw_os_error() {
-        Some(code) => Errno::from_raw(code).desc().to_owned(),
-        None => error.to_string(),
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text,
+    /// The pid a script printed as its first stdout frame.
+    async fn read_pid(client: &mut Socket) -> i32 {
+        match next_message(client).await {
+            Some(Message::Binary(bytes)) => {
+                assert_eq!(bytes.first(), Some(&1));
+                let text = std::str::from_utf8(bytes.get(1..).unwrap()).unwrap();
+                text.trim().parse().unwrap()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn echo_sends_stdout_then_success_then_normal_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let received = run_to_end(request(&["echo", "hi"], dir.path()), Protocol::V5).await;
+        assert_eq!(received.stdout, b"hi\n");
+        assert_eq!(
+            received.status,
+            Some(json!({"metadata": {}, "status": "Success"}))
+        );
+        assert_eq!(received.close, Some(CloseCode::Normal));
+        assert!(received.other.is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_reports_the_code_and_separates_the_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = ["sh", "-c", "echo out; echo err >&2; exit 3"];
+        let received = run_to_end(request(&argv, dir.path()), Protocol::V5).await;
+        assert_eq!(received.stdout, b"out\n");
+        assert_eq!(received.stderr, b"err\n");
+        let status = received.status.unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode");
+        assert_eq!(
+            status["details"]["causes"][0],
+            json!({"reason": "ExitCode", "message": "3"})
+        );
+        assert_eq!(
+            status["message"],
+            "command terminated with non-zero exit code: error executing command [sh -c echo out; echo err >&2; exit 3], exit code 3"
+        );
+        assert_eq!(received.close, Some(CloseCode::Normal));
+    }
+
+    #[tokio::test]
+    async fn stdin_is_copied_and_closed_by_the_v5_close_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = request(&["cat"], dir.path());
+        req.stdin = true;
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        send_binary(&mut client, b"\x00hello ").await;
+        send_binary(&mut client, b"\x00").await; // empty data: not EOF
+        send_binary(&mut client, b"\x00world").await;
+        send_binary(&mut client, &[255, 0]).await;
+        let received = receive_all(&mut client).await;
+        assert_eq!(received.stdout, b"hello world");
+        assert_eq!(received.status.unwrap()["status"], "Success");
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn v4_stdin_flows_and_closing_the_socket_ends_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = request(&["cat"], dir.path());
+        req.stdin = true;
+        let (mut client, task) = start(req, Protocol::V4, CancellationToken::new()).await;
+        send_binary(&mut client, b"\x00ping\n").await;
+        // v4 has no close stream: [255, 0] must not close stdin.
+        send_binary(&mut client, &[255, 0]).await;
+        send_binary(&mut client, b"\x00pong\n").await;
+        let mut stdout = Vec::new();
+        while stdout != b"ping\npong\n" {
+            match next_message(&mut client).await {
+                Some(Message::Binary(bytes)) => {
+                    assert_eq!(bytes.first(), Some(&1));
+                    stdout.extend_from_slice(bytes.get(1..).unwrap());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        tokio::time::timeout(LIMIT, client.close(None))
+            .await
+            .unwrap()
+            .unwrap();
+        while next_message(&mut client).await.is_some() {}
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn missing_executable_is_an_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = ["definitely-not-a-command-1f2e"];
+        let received = run_to_end(request(&argv, dir.path()), Protocol::V5).await;
+        let status = received.status.unwrap();
+        assert_eq!(status["reason"], "InternalError");
+        assert_eq!(status["code"], 500);
+        let message = status["message"].as_str().unwrap();
+        let prefix = "Internal error occurred: error executing command in container: \
+                      failed to exec in container: failed to start exec \"";
+        let suffix = "\": OCI runtime exec failed: exec failed: unable to start container process: \
+                      exec: \"definitely-not-a-command-1f2e\": executable file not found in $PATH: unknown";
+        assert!(message.starts_with(prefix), "{message}");
+        assert!(message.ends_with(suffix), "{message}");
+        assert_eq!(received.close, Some(CloseCode::Normal));
+    }
+
+    #[tokio::test]
+    async fn empty_argv_and_missing_workdir_are_internal_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let received = run_to_end(request(&[], dir.path()), Protocol::V5).await;
+        let status = received.status.unwrap();
+        assert_eq!(status["reason"], "InternalError");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("args must not be empty")
+        );
+
+        let gone = dir.path().join("gone");
+        let received = run_to_end(request(&["true"], &gone), Protocol::V5).await;
+        let status = received.status.unwrap();
+        assert!(status["message"].as_str().unwrap().contains("chdir to cwd"));
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_reports_128_plus_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "kill -9 $$"], dir.path());
+        let received = run_to_end(req, Protocol::V5).await;
+        assert_eq!(
+            received.status.unwrap()["details"]["causes"][0]["message"],
+            "137"
+        );
+    }
+
+    #[tokio::test]
+    async fn env_and_workdir_reach_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "echo $POD_NAME; pwd -P"], dir.path());
+        let received = run_to_end(req, Protocol::V5).await;
+        let expected = format!("web-0\n{}\n", dir.path().canonicalize().unwrap().display());
+        assert_eq!(String::from_utf8(received.stdout).unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn client_disconnect_kills_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "echo $$; exec sleep 1000"], dir.path());
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        let pid = read_pid(&mut client).await;
+        assert!(is_running(pid));
+        drop(client);
+        joined(task).await;
+        wait_until_gone(pid).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_kills_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "echo $$; exec sleep 1000"], dir.path());
+        let shutdown = CancellationToken::new();
+        let (mut client, task) = start(req, Protocol::V5, shutdown.clone()).await;
+        let pid = read_pid(&mut client).await;
+        shutdown.cancel();
+        joined(task).await;
+        wait_until_gone(pid).await;
+    }
+
+    #[tokio::test]
+    async fn background_children_are_killed_when_the_main_process_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        // The background sleep inherits stdout: without the group kill the
+        // session would wait for its EOF.
+        let req = request(&["sh", "-c", "sleep 1000 & echo $!"], dir.path());
+        let received = run_to_end(req, Protocol::V5).await;
+        assert_eq!(received.status.unwrap()["status"], "Success");
+        let pid: i32 = String::from_utf8(received.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_until_gone(pid).await;
+    }
+
+    #[tokio::test]
+    async fn large_output_arrives_complete_in_bounded_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["head", "-c", "3000000", "/dev/zero"], dir.path());
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        let mut total = 0;
+        while let Some(message) = next_message(&mut client).await {
+            if let Message::Binary(bytes) = message {
+                assert!(bytes.len() <= channel::MAX_DATA_FRAME + 1);
+                if bytes.first() == Some(&1) {
+                    total += bytes.len() - 1;
+                }
+            }
+        }
+        assert_eq!(total, 3_000_000);
+        joined(task).await;
     }
 }

@@ -146,7 +146,9 @@ impl ResizeReceiver {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned slot still holds a valid size.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn feed_pty(
@@ -247,7 +249,76 @@ fn size_from_json(value: &Value) -> Option<TerminalSize> {
 
 #[cfg(test)]
 mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::channel::test_support::{joined, send_binary};
+    use super::super::channel::{Protocol, RESIZE, frame};
+    use super::super::exec::tests::{receive_all, request, run_to_end, start, wait_until_gone};
     use super::*;
+
+    fn tty_request(argv: &[&str], workdir: &std::path::Path) -> ExecRequest {
+        let mut req = request(argv, workdir);
+        (req.tty, req.stderr) = (true, false);
+        req
+    }
+
+    #[tokio::test]
+    async fn a_tty_starts_at_24x80_with_term_xterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = tty_request(&["sh", "-c", "stty size; echo $TERM; tty"], dir.path());
+        let received = run_to_end(req, Protocol::V5).await;
+        let output = String::from_utf8(received.stdout).unwrap();
+        assert!(
+            output.starts_with("24 80\r\nxterm\r\n/dev/pts/"),
+            "{output:?}"
+        );
+        assert!(received.stderr.is_empty());
+        assert_eq!(received.status.unwrap()["status"], "Success");
+    }
+
+    #[tokio::test]
+    async fn resize_frames_change_the_window_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = tty_request(&["sh", "-c", "read line; stty size"], dir.path());
+        req.stdin = true;
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        let resize = frame(RESIZE, br#"{"Width":100,"Height":40}"#);
+        send_binary(&mut client, &resize).await;
+        send_binary(&mut client, b"\x00go\n").await;
+        let received = receive_all(&mut client).await;
+        let output = String::from_utf8(received.stdout).unwrap();
+        assert!(output.contains("40 100\r\n"), "{output:?}");
+        assert_eq!(received.status.unwrap()["status"], "Success");
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn stdin_close_types_eof_on_the_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = tty_request(&["cat"], dir.path());
+        req.stdin = true;
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        send_binary(&mut client, b"\x00abc\n").await;
+        send_binary(&mut client, &[255, 0]).await;
+        let received = receive_all(&mut client).await;
+        let output = String::from_utf8(received.stdout).unwrap();
+        // The line discipline echoes the input, then cat prints it.
+        assert!(output.starts_with("abc\r\nabc\r\n"), "{output:?}");
+        assert_eq!(received.status.unwrap()["status"], "Success");
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn background_jobs_of_the_session_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        // `set -m` puts the job in its own process group, out of killpg's reach.
+        let req = tty_request(&["sh", "-c", "set -m; sleep 1000 & echo $!"], dir.path());
+        let received = run_to_end(req, Protocol::V5).await;
+        assert_eq!(received.status.unwrap()["status"], "Success");
+        let output = String::from_utf8(received.stdout).unwrap();
+        let pid: i32 = output.trim().parse().unwrap();
+        wait_until_gone(pid).await;
+    }
 
     #[test]
     fn resize_keys_are_case_insensitive() {

@@ -125,8 +125,8 @@ pub async fn handle(
             return Ok(finish(&cluster, event(caller, None), error_response(&e), Some(&e)));
         }
     };
-    let impersonating = imp_req.user.is_some()
-        || imp_req.uid.is_some()
+    let impersonating = imp_req.user.as_deref().is_some_and(|u| !u.is_empty())
+        || imp_req.uid.as_deref().is_some_and(|u| !u.is_empty())
         || !imp_req.groups.is_empty()
         || !imp_req.extra.is_empty();
     let rbac = cluster.rbac();

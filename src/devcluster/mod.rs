@@ -21,6 +21,7 @@ mod authn;
 mod channel;
 mod discovery;
 mod exec;
+mod exec_process;
 mod exec_pty;
 mod fixture;
 mod handler;
@@ -51,8 +52,6 @@ use tokio_util::sync::CancellationToken;
 pub use authn::{ADMIN_USER, GATEWAY_USER};
 pub use fixture::{Fixture, FixtureError};
 
-/// The RBAC objects served when no `--rbac` file is given.
-const DEMO_RBAC: &str = include_str!("demo-rbac.yaml");
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 1024;
 /// A client must finish its TLS handshake and send request headers within this time.
@@ -171,7 +170,7 @@ pub fn prepare(opts: Options, addr: SocketAddr, shutdown: CancellationToken) -> 
     let material = tls::prepare(&opts.state_dir, &[addr.ip()])?;
     let tokens = load_tokens(&opts.state_dir)?;
     let rbac_sources = if opts.rbac_files.is_empty() {
-        vec![("built-in demo RBAC".to_owned(), DEMO_RBAC.to_owned())]
+        vec![("built-in demo RBAC".to_owned(), rbac::DEMO_RBAC_YAML.to_owned())]
     } else {
         opts.rbac_files
     };

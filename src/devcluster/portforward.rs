@@ -1,1 +1,599 @@
-//! placeholder
+//! `pods/portforward` after the websocket upgrade (`v4.channel.k8s.io`, as
+//! kube-rs speaks it): bridge each requested port to its backend.
+//!
+//! Port index `i` uses data channel `2i` and error channel `2i+1`, as in the
+//! kubelet's websocket port forwarding. Right after the upgrade each of the two
+//! channels gets `[ch, port_lo, port_hi]` (kube-rs fails without both). Client
+//! bytes on `2i` go to backend `i`; backend bytes come back on `2i` in frames of
+//! at most 32 KiB; a failure is reported once on `2i+1` as the kubelet's text
+//! `error forwarding port P to pod NS/POD, uid UID: <cause>`, with containerd's
+//! cause (`failed to connect to localhost:P inside namespace ...: dial tcp ...`).
+//!
+//! Lifecycle: a port is done when its backend finished (HTTP answered, TCP peer
+//! closed, error reported). When all ports are done the server sends a close
+//! frame with code 1000. When the client closes the websocket (kube-rs does
+//! when the user has shut down every stream; there is no per-port half-close
+//! on the wire) or `shutdown` fires, every backend is dropped at once.
+//!
+//! Guarantees: bytes are copied exactly; queues are bounded, so a backend is
+//! read only as fast as the websocket drains, and a client is read only as
+//! fast as its backends accept; `Address` backends must be loopback. At most
+//! 128 ports are served (the channel ids are one byte; kube-rs allows 128).
+//!
+//! Not guaranteed: the `v4.base64` variant and SPDY (kubectl port-forward)
+//! are not spoken; client bytes on error channels are ignored.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::SplitStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+use super::channel::{self, Task};
+
+/// What answers on one forwarded port.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// Answers any HTTP request with 200 and `hello from NAMESPACE/POD port
+    /// PORT\n` (`Connection: close`), then finishes the port.
+    Http { namespace: String, pod: String },
+    /// Writes back every byte read; finishes when the client goes away.
+    Echo,
+    /// Connects to this loopback address and splices the bytes both ways.
+    Address(SocketAddr),
+    /// Nothing listens: reports "connection refused" like a kubelet would.
+    Unavailable,
+}
+
+/// One portforward call, as parsed from the request by the HTTP layer.
+pub struct PortForwardRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    /// In the order of the `ports` query parameter: index i ↔ channels 2i, 2i+1.
+    pub ports: Vec<(u16, Backend)>,
+}
+
+/// Channel ids are one byte: 128 ports use ids 0..=255.
+const MAX_PORTS: usize = 128;
+/// Frames queued for the websocket writer.
+const OUTBOX_DEPTH: usize = 8;
+/// Client frames queued per port.
+const TO_BACKEND_DEPTH: usize = 8;
+/// The most of an HTTP request head the `Http` backend reads.
+const HTTP_HEAD_LIMIT: usize = 16 * 1024;
+/// containerd's port forward: once one direction ended, the other gets one
+/// second to finish (after socat).
+const OTHER_DIRECTION_GRACE: Duration = Duration::from_secs(1);
+/// How long to wait for the client's answer to our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Serve one portforward websocket until every port is done, the client went
+/// away, or `shutdown` fired.
+pub async fn serve<S>(ws: WebSocketStream<S>, req: PortForwardRequest, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let (outbox, mut writer) = channel::spawn_writer(sink, OUTBOX_DEPTH);
+    let PortForwardRequest {
+        namespace,
+        pod,
+        uid,
+        mut ports,
+    } = req;
+    if ports.len() > MAX_PORTS {
+        tracing::warn!(
+            requested = ports.len(),
+            "serving only the first {MAX_PORTS} ports"
+        );
+        ports.truncate(MAX_PORTS);
+    }
+
+    let mut backends = JoinSet::new();
+    let mut to_backends = Vec::with_capacity(ports.len());
+    for (index, (port, backend)) in ports.into_iter().enumerate() {
+        let Some(data) = index.checked_mul(2).and_then(|id| u8::try_from(id).ok()) else {
+            break;
+        };
+        let port = Port {
+            number: port,
+            data,
+            error: data.saturating_add(1),
+            target: format!("{namespace}/{pod}"),
+            uid: uid.clone(),
+            outbox: outbox.clone(),
+        };
+        // The initial frames go out before any backend can send.
+        let number = port.number.to_le_bytes();
+        let initial = [
+            channel::binary(port.data, &number),
+            channel::binary(port.error, &number),
+        ];
+        for message in initial {
+            if outbox.send(message).await.is_err() {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::channel(TO_BACKEND_DEPTH);
+        to_backends.push(Some(tx));
+        backends.spawn(forward(port, backend, rx));
+    }
+    let mut reader = Task::spawn(read_client(stream, to_backends));
+
+    let all_done = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => false,
+        () = reader.join() => false,
+        () = writer.join() => false,
+        () = async { while backends.join_next().await.is_some() {} } => true,
+    };
+    // Otherwise dropping `backends` aborts them and closes their connections.
+    if !all_done {
+        return;
+    }
+    let closed = async {
+        let _ = outbox.send(channel::close_message(CloseCode::Normal)).await;
+        drop(outbox);
+        writer.join().await;
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        () = closed => {}
+    }
+    if tokio::time::timeout(CLOSE_GRACE, reader.join())
+        .await
+        .is_err()
+    {
+        tracing::debug!("client did not answer the close frame");
+    }
+}
+
+/// Routes client data frames to the port queues until the websocket ends.
+async fn read_client<S>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    mut to_backends: Vec<Option<mpsc::Sender<Bytes>>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    while let Some(message) = stream.next().await {
+        let bytes = match message {
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::debug!(%error, "portforward websocket read failed");
+                return;
+            }
+        };
+        let Some((&id, payload)) = bytes.split_first() else {
+            continue;
+        };
+        // Error channels (odd ids) only flow server → client; empty frames
+        // carry nothing (kube-rs never sends them).
+        if payload.is_empty() || id % 2 == 1 {
+            continue;
+        }
+        let Some(slot) = to_backends.get_mut(usize::from(id / 2)) else {
+            tracing::trace!(id, "data for an unknown port");
+            continue;
+        };
+        if let Some(tx) = slot {
+            if tx.send(bytes.slice(1..)).await.is_err() {
+                // The port is done: drop what the client still sends.
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// One forwarded port: its number, channel ids and the shared outbox.
+struct Port {
+    number: u16,
+    data: u8,
+    error: u8,
+    /// `NAMESPACE/POD`, as the error texts name the pod.
+    target: String,
+    uid: String,
+    outbox: mpsc::Sender<Message>,
+}
+
+impl Port {
+    /// Sends backend bytes in frames of at most 32 KiB; false if the client is gone.
+    async fn send_data(&self, bytes: &[u8]) -> bool {
+        for chunk in bytes.chunks(channel::MAX_DATA_FRAME) {
+            if self
+                .outbox
+                .send(channel::binary(self.data, chunk))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reports a failure on the error channel, in the kubelet's words.
+    async fn send_error(&self, cause: &str) {
+        let message = format!(
+            "error forwarding port {} to pod {}, uid {}: {cause}",
+            self.number, self.target, self.uid
+        );
+        tracing::debug!(%message, "portforward failed");
+        let _ = self
+            .outbox
+            .send(channel::binary(self.error, message.as_bytes()))
+            .await;
+    }
+
+    /// containerd's text for a failed dial of the pod's port.
+    fn dial_failure(&self, dialed: &str, error: &io::Error) -> String {
+        format!(
+            "failed to connect to localhost:{} inside namespace {:?}: dial tcp {dialed}: connect: {}",
+            self.number,
+            self.target,
+            channel::go_error_text(error)
+        )
+    }
+}
+
+async fn forward(port: Port, backend: Backend, from_client: mpsc::Receiver<Bytes>) {
+    match backend {
+        Backend::Http { namespace, pod } => answer_http(&port, &namespace, &pod, from_client).await,
+        Backend::Echo => echo(&port, from_client).await,
+        Backend::Address(address) => splice(&port, address, from_client).await,
+        Backend::Unavailable => {
+            let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+            let dialed = format!("127.0.0.1:{}", port.number);
+            port.send_error(&port.dial_failure(&dialed, &refused)).await;
+        }
+    }
+}
+
+async fn echo(port: &Port, mut from_client: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = from_client.recv().await {
+        if !port.send_data(&bytes).await {
+            return;
+        }
+    }
+}
+
+async fn answer_http(
+    port: &Port,
+    namespace: &str,
+    pod: &str,
+    mut from_client: mpsc::Receiver<Bytes>,
+) {
+    let mut head = Vec::new();
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < HTTP_HEAD_LIMIT {
+        let Some(bytes) = from_client.recv().await else {
+            break;
+        };
+        let room = HTTP_HEAD_LIMIT.saturating_sub(head.len());
+        head.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+    }
+    let body = format!("hello from {namespace}/{pod} port {}\n", port.number);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    port.send_data(response.as_bytes()).await;
+}
+
+async fn splice(port: &Port, address: SocketAddr, mut from_client: mpsc::Receiver<Bytes>) {
+    // `to_canonical` also accepts ::ffff:127.0.0.1.
+    if !address.ip().to_canonical().is_loopback() {
+        port.send_error(&format!(
+            "the devcluster only forwards to loopback addresses, not {address}"
+        ))
+        .await;
+        return;
+    }
+    let stream = match TcpStream::connect(address).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            port.send_error(&port.dial_failure(&address.to_string(), &error))
+                .await;
+            return;
+        }
+    };
+    let local = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |local| local.to_string());
+    let (mut from_backend, mut to_backend) = stream.into_split();
+    let upstream = async move {
+        while let Some(bytes) = from_client.recv().await {
+            to_backend
+                .write_all(&bytes)
+                .await
+                .map_err(|error| ("write", error))?;
+        }
+        to_backend
+            .shutdown()
+            .await
+            .map_err(|error| ("write", error))
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; channel::MAX_DATA_FRAME];
+        loop {
+            let len = from_backend
+                .read(&mut buf)
+                .await
+                .map_err(|error| ("read", error))?;
+            let Some(data) = buf.get(..len).filter(|data| !data.is_empty()) else {
+                return Ok(());
+            };
+            if !port.send_data(data).await {
+                return Ok(());
+            }
+        }
+    };
+    if let Err((op, error)) = first_then_grace(upstream, downstream).await {
+        let cause = format!(
+            "{op} tcp {local}->{address}: {op}: {}",
+            channel::go_error_text(&error)
+        );
+        port.send_error(&cause).await;
+    }
+}
+
+/// Runs both copy directions until one ends, then gives the other
+/// [`OTHER_DIRECTION_GRACE`]; returns the first error (containerd's rule).
+async fn first_then_grace<E>(
+    upstream: impl Future<Output = Result<(), E>>,
+    downstream: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let (mut upstream, mut downstream) = (pin!(upstream), pin!(downstream));
+    let (first, second) = tokio::select! {
+        first = &mut upstream => (first, tokio::time::timeout(OTHER_DIRECTION_GRACE, downstream).await),
+        first = &mut downstream => (first, tokio::time::timeout(OTHER_DIRECTION_GRACE, upstream).await),
+    };
+    first.and(second.unwrap_or(Ok(())))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::SinkExt;
+    use rand::RngCore;
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+
+    use super::super::channel::frame;
+    use super::super::channel::test_support::{
+        LIMIT, Socket, joined, next_message, send_binary, socket_pair,
+    };
+    use super::*;
+
+    fn request(ports: Vec<(u16, Backend)>) -> PortForwardRequest {
+        PortForwardRequest {
+            namespace: "shop".to_owned(),
+            pod: "web-0".to_owned(),
+            uid: "uid-1".to_owned(),
+            ports,
+        }
+    }
+
+    async fn start(req: PortForwardRequest) -> (Socket, JoinHandle<()>) {
+        let (server, client) = socket_pair().await;
+        (
+            client,
+            tokio::spawn(serve(server, req, CancellationToken::new())),
+        )
+    }
+
+    /// Every binary frame until the stream ends, and the close code.
+    async fn receive_all(client: &mut Socket) -> (Vec<Vec<u8>>, Option<CloseCode>) {
+        let (mut frames, mut close) = (Vec::new(), None);
+        while let Some(message) = next_message(client).await {
+            match message {
+                Message::Binary(bytes) => frames.push(bytes.to_vec()),
+                Message::Close(frame) => close = frame.map(|frame| frame.code),
+                _ => {}
+            }
+        }
+        (frames, close)
+    }
+
+    /// The concatenated payloads of the frames on `channel`.
+    fn payload(frames: &[Vec<u8>], channel: u8) -> Vec<u8> {
+        frames
+            .iter()
+            .filter(|frame| frame.first() == Some(&channel))
+            .flat_map(|frame| frame.iter().skip(1).copied())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn initial_frames_then_refused_error_then_normal_close() {
+        let (mut client, task) = start(request(vec![(5432, Backend::Unavailable)])).await;
+        let (frames, close) = receive_all(&mut client).await;
+        let error = "error forwarding port 5432 to pod shop/web-0, uid uid-1: failed to connect to \
+                     localhost:5432 inside namespace \"shop/web-0\": dial tcp 127.0.0.1:5432: connect: \
+                     connection refused";
+        assert_eq!(
+            frames,
+            vec![
+                vec![0, 0x38, 0x15],
+                vec![1, 0x38, 0x15],
+                frame(1, error.as_bytes())
+            ]
+        );
+        assert_eq!(close, Some(CloseCode::Normal));
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn every_port_gets_both_initial_frames_first() {
+        let ports = vec![
+            (80, Backend::Echo),
+            (443, Backend::Unavailable),
+            (65535, Backend::Echo),
+        ];
+        let (mut client, task) = start(request(ports)).await;
+        let mut initial = Vec::new();
+        for _ in 0..6 {
+            match next_message(&mut client).await {
+                Some(Message::Binary(bytes)) => initial.push(bytes.to_vec()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let expected = [
+            [0, 80, 0],
+            [1, 80, 0],
+            [2, 0xbb, 1],
+            [3, 0xbb, 1],
+            [4, 255, 255],
+            [5, 255, 255],
+        ];
+        assert_eq!(initial, expected.map(Vec::from));
+        drop(client);
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn echo_returns_a_mebibyte_byte_exact() {
+        let (client, task) = start(request(vec![(7, Backend::Echo)])).await;
+        let mut sent = vec![0u8; 1024 * 1024];
+        rand::rng().fill_bytes(&mut sent);
+        let (mut sink, mut stream) = client.split();
+        let data = sent.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in data.chunks(50_000) {
+                sink.send(Message::binary(frame(0, chunk))).await.unwrap();
+            }
+            sink
+        });
+        let mut received = Vec::new();
+        while received.len() < sent.len() {
+            let message = tokio::time::timeout(LIMIT, stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let Message::Binary(bytes) = message else {
+                continue;
+            };
+            assert!(bytes.len() <= channel::MAX_DATA_FRAME + 1);
+            match bytes.split_first() {
+                Some((0, data)) if data.len() == 2 && received.is_empty() => {} // initial frame
+                Some((0, data)) => received.extend_from_slice(data),
+                Some((1, data)) => assert_eq!(data, 7u16.to_le_bytes()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(received == sent, "echoed bytes differ");
+        let sink = tokio::time::timeout(LIMIT, writer).await.unwrap().unwrap();
+        let mut client = sink.reunite(stream).unwrap();
+        tokio::time::timeout(LIMIT, client.close(None))
+            .await
+            .unwrap()
+            .unwrap();
+        while next_message(&mut client).await.is_some() {}
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn http_backend_answers_and_finishes() {
+        let backend = Backend::Http {
+            namespace: "shop".to_owned(),
+            pod: "web-0".to_owned(),
+        };
+        let (mut client, task) = start(request(vec![(8080, backend)])).await;
+        send_binary(&mut client, b"\x00GET / HTTP/1.1\r\nHost: localhost\r\n").await;
+        send_binary(&mut client, b"\x00\r\n").await;
+        let (frames, close) = receive_all(&mut client).await;
+        let response = payload(frames.get(2..).unwrap(), 0);
+        assert_eq!(
+            String::from_utf8(response).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\n\
+             Connection: close\r\n\r\nhello from shop/web-0 port 8080\n"
+        );
+        assert_eq!(close, Some(CloseCode::Normal));
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn address_backend_splices_both_ways() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4];
+            socket.read_exact(&mut request).await.unwrap();
+            assert_eq!(&request, b"ping");
+            socket.write_all(b"pong").await.unwrap();
+        });
+        let (mut client, task) = start(request(vec![(9000, Backend::Address(address))])).await;
+        send_binary(&mut client, b"\x00ping").await;
+        let (frames, close) = receive_all(&mut client).await;
+        assert_eq!(payload(frames.get(2..).unwrap(), 0), b"pong");
+        assert_eq!(payload(frames.get(2..).unwrap(), 1), b"");
+        assert_eq!(close, Some(CloseCode::Normal));
+        joined(task).await;
+        tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn refused_and_non_loopback_addresses_are_reported() {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let remote: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let ports = vec![(1, Backend::Address(closed)), (2, Backend::Address(remote))];
+        let (mut client, task) = start(request(ports)).await;
+        let (frames, close) = receive_all(&mut client).await;
+        let refused = String::from_utf8(payload(frames.get(4..).unwrap(), 1)).unwrap();
+        assert_eq!(
+            refused,
+            format!(
+                "error forwarding port 1 to pod shop/web-0, uid uid-1: failed to connect to localhost:1 \
+                 inside namespace \"shop/web-0\": dial tcp {closed}: connect: connection refused"
+            )
+        );
+        let remote_error = String::from_utf8(payload(frames.get(4..).unwrap(), 3)).unwrap();
+        assert_eq!(
+            remote_error,
+            "error forwarding port 2 to pod shop/web-0, uid uid-1: the devcluster only forwards to \
+             loopback addresses, not 192.0.2.1:80"
+        );
+        assert_eq!(close, Some(CloseCode::Normal));
+        joined(task).await;
+    }
+
+    #[tokio::test]
+    async fn client_close_drops_the_backends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (mut client, task) = start(request(vec![(9000, Backend::Address(address))])).await;
+        let (mut socket, _) = tokio::time::timeout(LIMIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(LIMIT, client.close(None))
+            .await
+            .unwrap()
+            .unwrap();
+        while next_message(&mut client).await.is_some() {}
+        joined(task).await;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(LIMIT, socket.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert_eq!(read.unwrap(), 0, "the backend connection was closed");
+    }
+}

@@ -13,14 +13,17 @@
 //! that loads here would also be accepted by a real cluster as far as RBAC is concerned.
 //!
 //! Not done: ClusterRole `aggregationRule` (such roles keep only their literal `rules`),
-//! ABAC, webhook or Node authorizers, escalation checks on writes, and
-//! `system:unauthenticated`/anonymous handling beyond impersonation. Role and RoleBinding
-//! objects without `metadata.namespace` land in `default`, as with `kubectl apply`.
+//! ABAC, Node and webhook authorizers, and privilege-escalation checks on RBAC writes.
+//! Like Kubernetes, `resource/*` in a rule is no wildcard (only `*` and `*/subresource`
+//! are). Roles and RoleBindings without `metadata.namespace` go to "default", as with
+//! `kubectl apply` in a context without a namespace.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
-use serde_yaml::Value;
+use serde::Deserialize;
+
+#[path = "rbac_load.rs"]
+mod load;
 
 use super::identity::{AUTHENTICATED_GROUP, MASTERS_GROUP, SERVICE_ACCOUNT_PREFIX, UserInfo};
 
@@ -31,7 +34,7 @@ const ANONYMOUS_USER: &str = "system:anonymous";
 const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
 const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
 const DEFAULT_NAMESPACE: &str = "default";
-const DEMO_RBAC_YAML: &str = include_str!("demo-rbac.yaml");
+pub const DEMO_RBAC_YAML: &str = include_str!("demo-rbac.yaml");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RbacError {
@@ -80,12 +83,6 @@ pub enum Decision {
     },
 }
 
-impl Decision {
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Decision::Allow)
-    }
-}
-
 /// What `Impersonate-User`, `Impersonate-Uid`, `Impersonate-Group` and
 /// `Impersonate-Extra-<key>` headers asked for. Extra keys are already lower-cased and
 /// %-decoded, as the API server does with the header names.
@@ -99,7 +96,8 @@ pub struct ImpersonationRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImpersonationError {
-    /// 403 with a Status whose `details.kind`/`details.name` are these (see [`Self::details_group`]).
+    /// Answered with 403; the Status `details` are `kind`, `name` and, for uids and
+    /// userextras, group "authentication.k8s.io".
     Forbidden {
         message: String,
         details_kind: String,
@@ -111,89 +109,32 @@ pub enum ImpersonationError {
     WithoutUser { message: String },
 }
 
-impl ImpersonationError {
-    /// `details.group` of the 403 Status: "authentication.k8s.io" for uids and userextras.
-    pub fn details_group(&self) -> &'static str {
-        match self {
-            Self::Forbidden { details_kind, .. }
-                if details_kind == "uids" || details_kind == "userextras" =>
-            {
-                AUTHENTICATION_GROUP
-            }
-            _ => "",
-        }
-    }
-}
-
 /// A rule of a Role or ClusterRole (`rbacv1.PolicyRule`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 struct PolicyRule {
-    #[serde(default, deserialize_with = "nullable")]
     verbs: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
     api_groups: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
     resources: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
     resource_names: Vec<String>,
-    #[serde(default, deserialize_with = "nullable", rename = "nonResourceURLs")]
+    #[serde(rename = "nonResourceURLs")]
     non_resource_urls: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ObjectMeta {
-    #[serde(default, deserialize_with = "nullable")]
-    name: String,
-    #[serde(default, deserialize_with = "nullable")]
-    namespace: String,
-}
-
-/// Role or ClusterRole.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RoleObject {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    // `kubectl create clusterrole --aggregation-rule ... -o yaml` writes `rules: null`.
-    #[serde(default, deserialize_with = "nullable")]
-    rules: Vec<PolicyRule>,
-    #[serde(default)]
-    aggregation_rule: Option<Value>,
-}
-
-/// RoleBinding or ClusterRoleBinding.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BindingObject {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    role_ref: RoleRef,
-    #[serde(default, deserialize_with = "nullable")]
-    subjects: Vec<Subject>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 struct RoleRef {
-    #[serde(default)]
     api_group: String,
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 struct Subject {
-    #[serde(default)]
     kind: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     namespace: String,
-    #[serde(default)]
     api_group: String,
 }
 
@@ -209,43 +150,25 @@ struct Binding {
 pub struct Rbac {
     /// namespace -> name -> rules
     roles: BTreeMap<String, BTreeMap<String, Vec<PolicyRule>>>,
-    /// name -> (rules, has aggregationRule)
+    /// name -> (rules, has an aggregationRule)
     cluster_roles: BTreeMap<String, (Vec<PolicyRule>, bool)>,
     /// namespace -> name -> binding
     role_bindings: BTreeMap<String, BTreeMap<String, Binding>>,
     cluster_role_bindings: BTreeMap<String, Binding>,
 }
 
-/// Where in a source an object sits, and what went wrong with it.
-struct ObjectError {
-    object: String,
-    message: String,
-}
-
 impl Rbac {
     /// Load RBAC objects from `(source name, YAML text)` pairs. Each text may hold several
-    /// `---` documents and `kind: List` (or `RoleList`, ...) with `items`. Objects of other
-    /// kinds or API groups are skipped; empty documents too.
+    /// `---` documents and `kind: List` with `items`. Role, ClusterRole, RoleBinding and
+    /// ClusterRoleBinding (`rbac.authorization.k8s.io/v1`) are loaded; other kinds and
+    /// empty documents are skipped. Invalid RBAC objects are an error naming source and
+    /// object. Roles and RoleBindings without a namespace go to "default".
     pub fn from_yaml(sources: &[(String, String)]) -> Result<Rbac, RbacError> {
-        let mut rbac = Rbac::default();
-        for (source_name, text) in sources {
-            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-                let value = Value::deserialize(document).map_err(|e| RbacError::Yaml {
-                    source_name: source_name.clone(),
-                    message: e.to_string(),
-                })?;
-                rbac.load_value(value, &format!("document {}", index + 1))
-                    .map_err(|e| RbacError::Invalid {
-                        source_name: source_name.clone(),
-                        object: e.object,
-                        message: e.message,
-                    })?;
-            }
-        }
-        Ok(rbac)
+        load::from_yaml(sources)
     }
 
     /// The built-in demo RBAC, used when devcluster gets no --rbac files.
+    #[cfg(test)]
     pub fn demo() -> Rbac {
         // A unit test proves the embedded text loads; an empty policy is the safe fallback.
         Rbac::from_yaml(&[("demo-rbac.yaml".to_owned(), DEMO_RBAC_YAML.to_owned())])
@@ -268,105 +191,6 @@ impl Rbac {
             ));
         }
         text
-    }
-
-    fn load_value(&mut self, value: Value, place: &str) -> Result<(), ObjectError> {
-        if value.is_null() {
-            return Ok(());
-        }
-        let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default();
-        let kind = text("kind").to_owned();
-        let api_version = text("apiVersion").to_owned();
-        let name = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str);
-        let object = match name {
-            Some(name) => format!("{kind} {name:?} ({place})"),
-            None if kind.is_empty() => place.to_owned(),
-            None => format!("{kind} ({place})"),
-        };
-        let fail = |message: String| ObjectError {
-            object: object.clone(),
-            message,
-        };
-        if !value.is_mapping() || kind.is_empty() {
-            // kubectl refuses such documents too ("Object 'Kind' is missing").
-            return Err(fail(
-                "not a Kubernetes object: `kind` is missing".to_owned(),
-            ));
-        }
-        if kind.ends_with("List") && (kind == "List" || value.get("items").is_some()) {
-            let items = match value.get("items") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Sequence(items)) => items.clone(),
-                Some(_) => return Err(fail("`items` must be a list".to_owned())),
-            };
-            for (index, item) in items.into_iter().enumerate() {
-                self.load_value(item, &format!("{place}, item {}", index + 1))?;
-            }
-            return Ok(());
-        }
-        if !matches!(
-            kind.as_str(),
-            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
-        ) {
-            return Ok(());
-        }
-        match api_version.split_once('/') {
-            Some((RBAC_GROUP, "v1")) => {}
-            Some((RBAC_GROUP, _)) => {
-                return Err(fail(format!(
-                    "apiVersion {api_version} is not served by Kubernetes >= 1.22; use {RBAC_GROUP}/v1"
-                )));
-            }
-            _ => return Ok(()), // a custom resource that happens to be called Role, ...
-        }
-        let namespaced = kind == "Role" || kind == "RoleBinding";
-        let decode_error = |e: serde_yaml::Error| fail(e.to_string());
-        if kind == "Role" || kind == "ClusterRole" {
-            let role: RoleObject = serde_yaml::from_value(value.clone()).map_err(decode_error)?;
-            validate_meta(&role.metadata)
-                .and_then(|()| validate_rules(&role.rules, namespaced))
-                .map_err(fail)?;
-            let RoleObject {
-                metadata,
-                rules,
-                aggregation_rule,
-            } = role;
-            if namespaced {
-                let namespace = namespace_or_default(metadata.namespace);
-                self.roles
-                    .entry(namespace)
-                    .or_default()
-                    .insert(metadata.name, rules);
-            } else {
-                self.cluster_roles
-                    .insert(metadata.name, (rules, aggregation_rule.is_some()));
-            }
-        } else {
-            let binding: BindingObject =
-                serde_yaml::from_value(value.clone()).map_err(decode_error)?;
-            validate_meta(&binding.metadata)
-                .and_then(|()| validate_binding(&binding, namespaced))
-                .map_err(fail)?;
-            let BindingObject {
-                metadata,
-                role_ref,
-                subjects,
-            } = binding;
-            let binding = Binding { role_ref, subjects };
-            if namespaced {
-                let namespace = namespace_or_default(metadata.namespace);
-                self.role_bindings
-                    .entry(namespace)
-                    .or_default()
-                    .insert(metadata.name, binding);
-            } else {
-                self.cluster_role_bindings.insert(metadata.name, binding);
-            }
-        }
-        Ok(())
     }
 
     /// Authorize. system:masters members are always allowed: kube-apiserver puts a
@@ -715,118 +539,6 @@ fn is_label_shaped(text: &str) -> bool {
         && text.chars().all(|c| alphanumeric(c) || c == '-')
 }
 
-fn namespace_or_default(namespace: String) -> String {
-    if namespace.is_empty() {
-        DEFAULT_NAMESPACE.to_owned()
-    } else {
-        namespace
-    }
-}
-
-fn validate_meta(metadata: &ObjectMeta) -> Result<(), String> {
-    if metadata.name.is_empty() {
-        return Err("metadata.name: Required value: name or generateName is required".to_owned());
-    }
-    Ok(())
-}
-
-/// `ValidatePolicyRule` of `pkg/apis/rbac/validation/validation.go`.
-fn validate_rules(rules: &[PolicyRule], namespaced: bool) -> Result<(), String> {
-    for (index, rule) in rules.iter().enumerate() {
-        let at = format!("rules[{index}]");
-        if rule.verbs.is_empty() {
-            return Err(format!(
-                "{at}.verbs: Required value: verbs must contain at least one value"
-            ));
-        }
-        if !rule.non_resource_urls.is_empty() {
-            if namespaced {
-                return Err(format!(
-                    "{at}.nonResourceURLs: Invalid value: namespaced rules cannot apply to non-resource URLs"
-                ));
-            }
-            if !rule.api_groups.is_empty()
-                || !rule.resources.is_empty()
-                || !rule.resource_names.is_empty()
-            {
-                return Err(format!(
-                    "{at}.nonResourceURLs: Invalid value: rules cannot apply to both regular resources and non-resource URLs"
-                ));
-            }
-            continue;
-        }
-        if rule.api_groups.is_empty() {
-            return Err(format!(
-                "{at}.apiGroups: Required value: resource rules must supply at least one api group"
-            ));
-        }
-        if rule.resources.is_empty() {
-            return Err(format!(
-                "{at}.resources: Required value: resource rules must supply at least one resource"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `ValidateRoleBinding`/`ValidateClusterRoleBinding`, after v1 defaulting (which fills
-/// in `apiGroup` of User and Group subjects).
-fn validate_binding(binding: &BindingObject, namespaced: bool) -> Result<(), String> {
-    let role_ref = &binding.role_ref;
-    if role_ref.api_group != RBAC_GROUP {
-        return Err(format!(
-            "roleRef.apiGroup: Unsupported value: {:?}: supported values: {RBAC_GROUP:?}",
-            role_ref.api_group
-        ));
-    }
-    match (role_ref.kind.as_str(), namespaced) {
-        ("ClusterRole", _) | ("Role", true) => {}
-        (kind, _) => return Err(format!("roleRef.kind: Unsupported value: {kind:?}")),
-    }
-    if role_ref.name.is_empty() {
-        return Err("roleRef.name: Required value".to_owned());
-    }
-    for (index, subject) in binding.subjects.iter().enumerate() {
-        let at = format!("subjects[{index}]");
-        if subject.name.is_empty() {
-            return Err(format!("{at}.name: Required value"));
-        }
-        match subject.kind.as_str() {
-            "ServiceAccount" => {
-                if !is_dns1123_subdomain(&subject.name) {
-                    return Err(format!(
-                        "{at}.name: Invalid value: {:?}: not a valid service account name",
-                        subject.name
-                    ));
-                }
-                if !subject.api_group.is_empty() {
-                    return Err(format!(
-                        "{at}.apiGroup: Unsupported value: {:?}: supported values: \"\"",
-                        subject.api_group
-                    ));
-                }
-                if !namespaced && subject.namespace.is_empty() {
-                    return Err(format!("{at}.namespace: Required value"));
-                }
-            }
-            "User" | "Group" if subject.api_group.is_empty() || subject.api_group == RBAC_GROUP => {
-            }
-            "User" | "Group" => {
-                return Err(format!(
-                    "{at}.apiGroup: Unsupported value: {:?}: supported values: {RBAC_GROUP:?}",
-                    subject.api_group
-                ));
-            }
-            kind => {
-                return Err(format!(
-                    "{at}.kind: Unsupported value: {kind:?}: supported values: \"ServiceAccount\", \"User\", \"Group\""
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Go's `%q` (strconv.Quote) for the texts that appear in API server messages.
 fn go_quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
@@ -853,533 +565,6 @@ fn go_quote(text: &str) -> String {
     quoted
 }
 
-/// Treat an explicit YAML `null` like an absent field.
-fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FIXTURE: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: pod-reader, namespace: default, labels: {app: x}}
-rules: [{apiGroups: [""], resources: [pods], verbs: [get, list, watch]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: alice-reads, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
-subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}, {kind: Group, name: readers}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: pod-exec}
-rules: [{apiGroups: [""], resources: [pods/exec], verbs: [create, get]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: bob-exec, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pod-exec}
-subjects: [{kind: User, name: bob}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: node-reader}
-rules: [{apiGroups: [""], resources: [nodes], verbs: [get, list]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: ops-nodes}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: node-reader}
-subjects: [{kind: Group, name: ops}, {kind: ServiceAccount, namespace: kube-system, name: ctrl}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: everything}
-rules: [{apiGroups: ["*"], resources: ["*"], verbs: ["*"]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: dave-sandbox, namespace: sandbox}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: everything}
-subjects: [{kind: User, name: dave}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: patterns}
-rules:
-- {apiGroups: [""], resources: ["pods/*"], verbs: [get]}
-- {apiGroups: [""], resources: ["*/exec"], verbs: [create]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: erin-patterns, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: patterns}
-subjects: [{kind: User, name: erin}]
----
-# No namespace: lands in "default".
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: named-config}
-rules: [{apiGroups: [""], resources: [configmaps], resourceNames: [app-config], verbs: [get, update]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: gina-config}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: named-config}
-subjects: [{kind: User, name: gina}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: deployer, namespace: apps}
-rules: [{apiGroups: [apps], resources: [deployments], verbs: [create, get]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: builder-deploys, namespace: apps}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: deployer}
-subjects: [{kind: ServiceAccount, name: builder}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: metrics}
-rules: [{nonResourceURLs: [/metrics, "/healthz/*"], verbs: [get]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: monitoring-metrics}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: metrics}
-subjects: [{kind: Group, name: monitoring}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: hank-metrics, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: metrics}
-subjects: [{kind: User, name: hank}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: ghost, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: ghost}
-subjects: [{kind: User, name: ivan}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: ns-reader}
-rules: [{apiGroups: [""], resources: [namespaces], verbs: [get, list]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: jack-ns, namespace: default}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ns-reader}
-subjects: [{kind: User, name: jack}]
-"#;
-
-    fn load(text: &str) -> Rbac {
-        Rbac::from_yaml(&[("test.yaml".to_owned(), text.to_owned())]).unwrap()
-    }
-
-    /// `"name"` or `"name|group1,group2"`.
-    fn user(spec: &str) -> UserInfo {
-        let (name, groups) = spec.split_once('|').unwrap_or((spec, ""));
-        let groups: Vec<&str> = groups.split(',').filter(|g| !g.is_empty()).collect();
-        UserInfo::new(name, &groups)
-    }
-
-    /// `target` is `resource`, `resource/subresource` or a non-resource `/path`.
-    fn attrs<'a>(
-        user: &'a UserInfo,
-        verb: &'a str,
-        group: &'a str,
-        target: &'a str,
-        ns: &'a str,
-        name: &'a str,
-    ) -> Attributes<'a> {
-        let (resource, subresource, path) = match target.strip_prefix('/') {
-            Some(_) => ("", "", target),
-            None => target
-                .split_once('/')
-                .map_or((target, "", ""), |(r, s)| (r, s, "")),
-        };
-        Attributes {
-            user,
-            verb,
-            api_group: group,
-            resource,
-            subresource,
-            namespace: ns,
-            name,
-            path,
-        }
-    }
-
-    #[test]
-    fn authorization_table() {
-        let rbac = load(FIXTURE);
-        let sa_builder = "system:serviceaccount:apps:builder";
-        #[rustfmt::skip]
-        let cases: &[(&str, &str, &str, &str, &str, &str, &str, bool)] = &[
-            ("Role via RoleBinding: get in its namespace", "alice", "get", "", "pods", "default", "p", true),
-            ("Role via RoleBinding: list", "alice", "list", "", "pods", "default", "", true),
-            ("Role stays in its namespace", "alice", "get", "", "pods", "kube-system", "p", false),
-            ("Role grants only its verbs", "alice", "create", "", "pods", "default", "", false),
-            ("Role never grants cluster scope", "alice", "list", "", "pods", "", "", false),
-            ("Role checks the API group", "alice", "get", "apps", "pods", "default", "p", false),
-            ("group subject", "zed|readers", "get", "", "pods", "default", "p", true),
-            ("pods does not grant pods/log", "alice", "get", "", "pods/log", "default", "p", false),
-            ("RoleBinding to ClusterRole: in binding namespace", "bob", "create", "", "pods/exec", "default", "p", true),
-            ("RoleBinding to ClusterRole: not elsewhere", "bob", "create", "", "pods/exec", "payments", "p", false),
-            ("pods/exec does not grant pods", "bob", "get", "", "pods", "default", "p", false),
-            ("ClusterRoleBinding: cluster scope", "zed|ops", "list", "", "nodes", "", "", true),
-            ("ClusterRoleBinding: verb not in rule", "zed|ops", "delete", "", "nodes", "", "n1", false),
-            ("RoleBinding never grants cluster scope", "jack", "list", "namespaces", "", "", "", false),
-            ("RoleBinding never grants cluster-scoped list", "jack", "list", "", "namespaces", "", "", false),
-            ("RoleBinding grants own namespace object", "jack", "get", "", "namespaces", "default", "default", true),
-            ("* grants all verbs, groups, resources", "dave", "deletecollection", "apps", "deployments", "sandbox", "", true),
-            ("* includes subresources", "dave", "create", "", "pods/exec", "sandbox", "p", true),
-            ("* only in the binding namespace", "dave", "get", "", "pods", "default", "p", false),
-            ("pods/* is no wildcard in Kubernetes", "erin", "get", "", "pods/log", "default", "p", false),
-            ("pods/* does not grant pods", "erin", "get", "", "pods", "default", "p", false),
-            ("*/exec matches pods/exec", "erin", "create", "", "pods/exec", "default", "p", true),
-            ("*/exec matches any resource's exec", "erin", "create", "", "nodes/exec", "default", "n", true),
-            ("*/exec does not match pods", "erin", "create", "", "pods", "default", "", false),
-            ("*/exec does not match pods/attach", "erin", "create", "", "pods/attach", "default", "p", false),
-            ("resourceNames: listed name", "gina", "get", "", "configmaps", "default", "app-config", true),
-            ("resourceNames: update listed name", "gina", "update", "", "configmaps", "default", "app-config", true),
-            ("resourceNames: other name", "gina", "get", "", "configmaps", "default", "other", false),
-            ("resourceNames: list has no name", "gina", "list", "", "configmaps", "default", "", false),
-            ("resourceNames: verb not listed", "gina", "delete", "", "configmaps", "default", "app-config", false),
-            ("missing namespace means default", "gina", "get", "", "configmaps", "kube-system", "app-config", false),
-            ("SA subject without namespace: binding's", sa_builder, "create", "apps", "deployments", "apps", "", true),
-            ("SA subject: other namespace's SA", "system:serviceaccount:other:builder", "create", "apps", "deployments", "apps", "", false),
-            ("SA subject: plain user of that name", "builder", "create", "apps", "deployments", "apps", "", false),
-            ("SA subject with namespace in CRB", "system:serviceaccount:kube-system:ctrl", "get", "", "nodes", "", "n1", true),
-            ("system:masters bypasses RBAC", "root|system:masters", "delete", "", "nodes", "", "n1", true),
-            ("non-resource exact URL", "zed|monitoring", "get", "", "/metrics", "", "", true),
-            ("non-resource prefix URL", "zed|monitoring", "get", "", "/healthz/etcd", "", "", true),
-            ("non-resource prefix needs the slash", "zed|monitoring", "get", "", "/healthz", "", "", false),
-            ("non-resource verb", "zed|monitoring", "post", "", "/metrics", "", "", false),
-            ("non-resource URLs only via CRB", "hank", "get", "", "/metrics", "", "", false),
-            ("binding to a missing role", "ivan", "get", "", "pods", "default", "p", false),
-            ("authenticated alone grants nothing", "nobody|system:authenticated", "get", "", "pods", "default", "p", false),
-        ];
-        for &(description, who, verb, group, target, ns, name, allowed) in cases {
-            let who = user(who);
-            let decision = rbac.authorize(&attrs(&who, verb, group, target, ns, name));
-            assert_eq!(
-                decision.is_allowed(),
-                allowed,
-                "{description}: {decision:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn deny_reason_names_missing_roles() {
-        let rbac = load(FIXTURE);
-        let ivan = user("ivan");
-        let expected = r#"User "ivan" cannot get resource "pods" in API group "" in the namespace "default": RBAC: role.rbac.authorization.k8s.io "ghost" not found"#;
-        let decision = rbac.authorize(&attrs(&ivan, "get", "", "pods", "default", "p"));
-        assert_eq!(
-            decision,
-            Decision::Deny {
-                reason: expected.to_owned()
-            }
-        );
-    }
-
-    #[test]
-    fn forbidden_message_wording() {
-        let (alice, bob, x) = (user("alice"), user("bob"), user("x"));
-        #[rustfmt::skip]
-        let cases = [
-            (attrs(&alice, "create", "", "pods/exec", "default", "p"),
-             r#"pods "p" is forbidden: User "alice" cannot create resource "pods/exec" in API group "" in the namespace "default""#),
-            (attrs(&alice, "list", "", "pods", "", ""),
-             r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" at the cluster scope"#),
-            (attrs(&bob, "get", "apps", "deployments", "payments", "web"),
-             r#"deployments.apps "web" is forbidden: User "bob" cannot get resource "deployments" in API group "apps" in the namespace "payments""#),
-            (attrs(&x, "get", "", "/metrics", "", ""), r#"forbidden: User "x" cannot get path "/metrics""#),
-            (attrs(&x, "get", "", "/a<b>&\"", "", ""), r#"forbidden: User "x" cannot get path "/a&lt;b&gt;&amp;\"""#),
-        ];
-        for (attrs, expected) in cases {
-            assert_eq!(forbidden_message(&attrs), expected);
-        }
-    }
-
-    const IMPERSONATION_FIXTURE: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: impersonate-some}
-rules:
-- {apiGroups: [""], resources: [users], verbs: [impersonate], resourceNames: [alice, "system:anonymous"]}
-- {apiGroups: [""], resources: [groups], verbs: [impersonate], resourceNames: [dev]}
-- {apiGroups: [authentication.k8s.io], resources: [uids], verbs: [impersonate], resourceNames: ["1234"]}
-- {apiGroups: [authentication.k8s.io], resources: [userextras/scopes], verbs: [impersonate], resourceNames: [view]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: gw-impersonates}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: impersonate-some}
-subjects: [{kind: User, name: gw}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: impersonate-sa, namespace: apps}
-rules: [{apiGroups: [""], resources: [serviceaccounts], verbs: [impersonate]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: gw-sa, namespace: apps}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: impersonate-sa}
-subjects: [{kind: User, name: gw}]
-"#;
-
-    fn request(
-        user: &str,
-        groups: &[&str],
-        uid: &str,
-        extra: &[(&str, &str)],
-    ) -> ImpersonationRequest {
-        let mut req = ImpersonationRequest {
-            user: Some(user.to_owned()).filter(|u| !u.is_empty()),
-            uid: Some(uid.to_owned()).filter(|u| !u.is_empty()),
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-            ..ImpersonationRequest::default()
-        };
-        for (key, value) in extra {
-            req.extra
-                .entry((*key).to_owned())
-                .or_default()
-                .push((*value).to_owned());
-        }
-        req
-    }
-
-    #[test]
-    fn impersonation_table() {
-        let rbac = load(IMPERSONATION_FIXTURE);
-        let gw = "gw|system:authenticated";
-        let with = |mut info: UserInfo, uid: &str, extra: &[(&str, &str)]| {
-            info.uid = Some(uid.to_owned()).filter(|u| !u.is_empty());
-            for (key, value) in extra {
-                info.extra
-                    .entry((*key).to_owned())
-                    .or_default()
-                    .push((*value).to_owned());
-            }
-            info
-        };
-        let denied = |kind: &str, name: &str, message: &str| {
-            Err(ImpersonationError::Forbidden {
-                message: message.to_owned(),
-                details_kind: kind.to_owned(),
-                details_name: name.to_owned(),
-            })
-        };
-        let sa = "system:serviceaccount:apps:builder";
-        #[rustfmt::skip]
-        let cases: Vec<(&str, &str, ImpersonationRequest, Result<UserInfo, ImpersonationError>)> = vec![
-            ("no impersonation: caller unchanged", gw, request("", &[], "", &[]), Ok(user(gw))),
-            ("allowed user gets system:authenticated", gw, request("alice", &[], "", &[]),
-             Ok(user("alice|system:authenticated"))),
-            ("denied user", gw, request("bob", &[], "", &[]), denied("users", "bob",
-             r#"users "bob" is forbidden: User "gw" cannot impersonate resource "users" in API group "" at the cluster scope"#)),
-            ("caller without bindings", "eve", request("alice", &[], "", &[]), Err(ImpersonationError::Forbidden {
-             message: r#"users "alice" is forbidden: User "eve" cannot impersonate resource "users" in API group "" at the cluster scope"#.to_owned(),
-             details_kind: "users".to_owned(), details_name: "alice".to_owned() })),
-            ("service account gets its groups", gw, request(sa, &[], "", &[]),
-             Ok(user("system:serviceaccount:apps:builder|system:serviceaccounts,system:serviceaccounts:apps,system:authenticated"))),
-            ("service account with groups: only those", gw, request(sa, &["dev"], "", &[]),
-             Ok(user("system:serviceaccount:apps:builder|dev,system:authenticated"))),
-            ("service account in another namespace", gw, request("system:serviceaccount:other:x", &[], "", &[]), denied("serviceaccounts", "x",
-             r#"serviceaccounts "x" is forbidden: User "gw" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "other""#)),
-            ("malformed SA name is a plain user", gw, request("system:serviceaccount:Apps:x", &[], "", &[]), denied("users", "system:serviceaccount:Apps:x",
-             r#"users "system:serviceaccount:Apps:x" is forbidden: User "gw" cannot impersonate resource "users" in API group "" at the cluster scope"#)),
-            ("allowed group", gw, request("alice", &["dev"], "", &[]), Ok(user("alice|dev,system:authenticated"))),
-            ("one group denied", gw, request("alice", &["dev", "admin"], "", &[]), denied("groups", "admin",
-             r#"groups "admin" is forbidden: User "gw" cannot impersonate resource "groups" in API group "" at the cluster scope"#)),
-            ("allowed uid", gw, request("alice", &[], "1234", &[]), Ok(with(user("alice|system:authenticated"), "1234", &[]))),
-            ("denied uid", gw, request("alice", &[], "999", &[]), denied("uids", "999",
-             r#"uids.authentication.k8s.io "999" is forbidden: User "gw" cannot impersonate resource "uids" in API group "authentication.k8s.io" at the cluster scope"#)),
-            ("allowed extra", gw, request("alice", &[], "", &[("scopes", "view")]),
-             Ok(with(user("alice|system:authenticated"), "", &[("scopes", "view")]))),
-            ("denied extra value", gw, request("alice", &[], "", &[("scopes", "view"), ("scopes", "admin")]), denied("userextras", "admin",
-             r#"userextras.authentication.k8s.io "admin" is forbidden: User "gw" cannot impersonate resource "userextras/scopes" in API group "authentication.k8s.io" at the cluster scope"#)),
-            ("denied extra key", gw, request("alice", &[], "", &[("team", "view")]), denied("userextras", "view",
-             r#"userextras.authentication.k8s.io "view" is forbidden: User "gw" cannot impersonate resource "userextras/team" in API group "authentication.k8s.io" at the cluster scope"#)),
-            ("groups without user", gw, request("", &["dev"], "", &[]), Err(ImpersonationError::WithoutUser {
-             message: "requested [{Group  dev    }] without impersonating a user".to_owned() })),
-            ("uid and extra without user", gw, request("", &[], "1234", &[("scopes", "view")]), Err(ImpersonationError::WithoutUser {
-             message: "requested [{UserExtra  view  authentication.k8s.io/v1  scopes} {UID  1234  authentication.k8s.io/v1  }] without impersonating a user".to_owned() })),
-            ("anonymous gets system:unauthenticated", gw, request("system:anonymous", &[], "", &[]),
-             Ok(user("system:anonymous|system:unauthenticated"))),
-            ("masters may impersonate anyone", "root|system:masters", request("bob", &["admin"], "", &[]),
-             Ok(user("bob|admin,system:authenticated"))),
-        ];
-        for (description, caller, req, expected) in cases {
-            assert_eq!(
-                rbac.impersonate(&user(caller), &req),
-                expected,
-                "{description}"
-            );
-        }
-    }
-
-    #[test]
-    fn demo_rbac_grants_what_it_says() {
-        let rbac = Rbac::demo();
-        assert_eq!(
-            rbac.summary(),
-            "1 Roles, 3 ClusterRoles, 3 RoleBindings, 2 ClusterRoleBindings"
-        );
-        let gateway = user(
-            "system:serviceaccount:podgate:podgate|system:serviceaccounts,system:serviceaccounts:podgate,system:authenticated",
-        );
-        let request = request(
-            "alice",
-            &["jit:oncall:payments"],
-            "u-1",
-            &[("podgate.io/grant", "g-1")],
-        );
-        let alice = rbac.impersonate(&gateway, &request).unwrap();
-        #[rustfmt::skip]
-        let cases = [
-            (&gateway, "list", "namespaces", "", "", true),
-            (&gateway, "get", "pods", "payments", "p", false),
-            (&alice, "create", "pods/exec", "payments", "p", true),
-            (&alice, "create", "pods/portforward", "payments", "p", true),
-            (&alice, "create", "pods/exec", "checkout", "p", false),
-            (&alice, "delete", "pods", "payments", "p", false),
-            (&alice, "list", "namespaces", "", "", false),
-            (&user("d|jit:debug"), "create", "pods/exec", "checkout", "p", true),
-            (&user("d|jit:debug"), "get", "pods", "default", "p", false),
-            (&user("r|jit:readonly"), "get", "pods/log", "anywhere", "p", true),
-            (&user("r|jit:readonly"), "create", "pods/exec", "payments", "p", false),
-        ];
-        for (who, verb, target, ns, name, allowed) in cases {
-            let decision = rbac.authorize(&attrs(who, verb, "", target, ns, name));
-            assert_eq!(
-                decision.is_allowed(),
-                allowed,
-                "{} {verb} {target} in {ns:?}",
-                who.username
-            );
-        }
-    }
-
-    #[test]
-    fn foreign_kinds_lists_and_empty_documents_load() {
-        let text = r#"
-# leading comment only
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: podgate, namespace: podgate}
----
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: podgate, namespace: podgate}
-spec: {replicas: 1, template: {spec: {containers: [{name: x, image: y}]}}}
----
-apiVersion: v1
-kind: List
-items:
-- apiVersion: rbac.authorization.k8s.io/v1
-  kind: Role
-  metadata: {name: r, namespace: ns1, annotations: {a: b}, creationTimestamp: null}
-  rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
-- apiVersion: rbac.authorization.k8s.io/v1
-  kind: RoleBinding
-  metadata: {name: rb, namespace: ns1}
-  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}
-  subjects: null
-- apiVersion: example.com/v1
-  kind: Role
-  metadata: {name: not-rbac}
-  spec: {whatever: true}
-"#;
-        let rbac = load(text);
-        assert_eq!(
-            rbac.summary(),
-            "1 Roles, 0 ClusterRoles, 1 RoleBindings, 0 ClusterRoleBindings"
-        );
-        let empty = Rbac::from_yaml(&[("empty.yaml".to_owned(), String::new())]).unwrap();
-        assert_eq!(
-            empty.summary(),
-            "0 Roles, 0 ClusterRoles, 0 RoleBindings, 0 ClusterRoleBindings"
-        );
-    }
-
-    #[test]
-    fn malformed_rbac_is_an_error_naming_source_and_object() {
-        let rbac_object = |body: &str| format!("apiVersion: rbac.authorization.k8s.io/v1\n{body}");
-        #[rustfmt::skip]
-        let cases = [
-            ("kind: Role\nmetadata: {name: broken}\nrules: 5", r#"Role "broken" (document 1)"#, "invalid type: integer `5`"),
-            ("kind: ClusterRole\nmetadata: {name: r}\nrules: [{apiGroups: [''], resources: [pods]}]", r#"ClusterRole "r" (document 1)"#, "rules[0].verbs: Required value"),
-            ("kind: Role\nmetadata: {name: r}\nrules: [{nonResourceURLs: [/x], verbs: [get]}]", r#"Role "r" (document 1)"#, "namespaced rules cannot apply to non-resource URLs"),
-            ("kind: ClusterRoleBinding\nmetadata: {name: b}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: r}\nsubjects: [{kind: ServiceAccount, name: sa}]",
-             r#"ClusterRoleBinding "b" (document 1)"#, "subjects[0].namespace: Required value"),
-            ("kind: ClusterRoleBinding\nmetadata: {name: b}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: r}", r#"ClusterRoleBinding "b" (document 1)"#, "roleRef.kind"),
-            ("kind: RoleBinding\nmetadata: {name: b}\nsubjects: []", r#"RoleBinding "b" (document 1)"#, "missing field `roleRef`"),
-            ("kind: Role\nmetadata: {namespace: x}\nrules: []", "Role (document 1)", "metadata.name: Required value"),
-        ];
-        for (body, object, message) in cases {
-            let result = Rbac::from_yaml(&[("bad.yaml".to_owned(), rbac_object(body))]);
-            match result {
-                Err(RbacError::Invalid {
-                    source_name,
-                    object: got_object,
-                    message: got_message,
-                }) => {
-                    assert_eq!(
-                        (source_name.as_str(), got_object.as_str()),
-                        ("bad.yaml", object)
-                    );
-                    assert!(
-                        got_message.contains(message),
-                        "{got_message:?} should contain {message:?}"
-                    );
-                }
-                other => panic!("{body}: expected Invalid, got {other:?}"),
-            }
-        }
-        let v1beta1 =
-            "apiVersion: rbac.authorization.k8s.io/v1beta1\nkind: Role\nmetadata: {name: old}\n";
-        let error = Rbac::from_yaml(&[("old.yaml".to_owned(), v1beta1.to_owned())]).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with(r#"old.yaml: Role "old" (document 1): apiVersion"#),
-            "{error}"
-        );
-        let syntax =
-            Rbac::from_yaml(&[("syntax.yaml".to_owned(), "kind: [Role".to_owned())]).unwrap_err();
-        assert!(
-            matches!(&syntax, RbacError::Yaml { source_name, .. } if source_name == "syntax.yaml"),
-            "{syntax:?}"
-        );
-        let scalar =
-            Rbac::from_yaml(&[("scalar.yaml".to_owned(), "just text".to_owned())]).unwrap_err();
-        assert!(
-            scalar
-                .to_string()
-                .contains("scalar.yaml: document 1: not a Kubernetes object"),
-            "{scalar}"
-        );
-    }
-
-    #[test]
-    fn go_quote_escapes_like_go() {
-        assert_eq!(go_quote("a\"b\\c\n\u{1}é"), r#""a\"b\\c\n\x01é""#);
-    }
-}
+#[path = "rbac_tests.rs"]
+mod tests;

@@ -60,7 +60,7 @@ pub(super) fn from_yaml(sources: &[(String, String)]) -> Result<Rbac, RbacError>
                 message: e.to_string(),
             })?;
             let place = format!("document {}", index + 1);
-            load_value(&mut rbac, value, &place).map_err(|e| RbacError::Invalid {
+            load_value(&mut rbac, &value, &place).map_err(|e| RbacError::Invalid {
                 source_name: source_name.clone(),
                 object: e.object,
                 message: e.message,
@@ -70,7 +70,7 @@ pub(super) fn from_yaml(sources: &[(String, String)]) -> Result<Rbac, RbacError>
     Ok(rbac)
 }
 
-fn load_value(rbac: &mut Rbac, value: Value, place: &str) -> Result<(), ObjectError> {
+fn load_value(rbac: &mut Rbac, value: &Value, place: &str) -> Result<(), ObjectError> {
     if value.is_null() {
         return Ok(()); // an empty document
     }
@@ -82,19 +82,24 @@ fn load_value(rbac: &mut Rbac, value: Value, place: &str) -> Result<(), ObjectEr
         None if kind.is_empty() => place.to_owned(),
         None => format!("{kind} ({place})"),
     };
-    let fail = |message: String| ObjectError { object: object.clone(), message };
+    let fail = |message: String| ObjectError {
+        object: object.clone(),
+        message,
+    };
     if kind.is_empty() {
         // kubectl refuses such documents too ("Object 'Kind' is missing").
-        return Err(fail("not a Kubernetes object: `kind` is missing".to_owned()));
+        return Err(fail(
+            "not a Kubernetes object: `kind` is missing".to_owned(),
+        ));
     }
     if kind.ends_with("List") && (kind == "List" || value.get("items").is_some()) {
         let items = match value.get("items") {
-            None | Some(Value::Null) => &[][..],
+            None | Some(Value::Null) => &[],
             Some(Value::Sequence(items)) => items.as_slice(),
             Some(_) => return Err(fail("`items` must be a list".to_owned())),
         };
         for (index, item) in items.iter().enumerate() {
-            load_value(rbac, item.clone(), &format!("{place}, item {}", index + 1))?;
+            load_value(rbac, item, &format!("{place}, item {}", index + 1))?;
         }
         return Ok(());
     }
@@ -109,33 +114,51 @@ fn load_value(rbac: &mut Rbac, value: Value, place: &str) -> Result<(), ObjectEr
         Some((RBAC_GROUP, "v1")) => {}
         // v1beta1 and v1alpha1 are no longer served (Kubernetes 1.22); apply would fail.
         Some((RBAC_GROUP, _)) => {
-            return Err(fail(format!("apiVersion {api_version} is not served; use {RBAC_GROUP}/v1")));
+            return Err(fail(format!(
+                "apiVersion {api_version} is not served; use {RBAC_GROUP}/v1"
+            )));
         }
         _ => return Ok(()), // a custom resource that happens to be called Role
     }
     if is_role {
-        let role: RoleObject = serde_yaml::from_value(value.clone()).map_err(|e| fail(e.to_string()))?;
-        let RoleObject { metadata, rules, aggregation_rule } = role;
+        let role: RoleObject = RoleObject::deserialize(value).map_err(|e| fail(e.to_string()))?;
+        let RoleObject {
+            metadata,
+            rules,
+            aggregation_rule,
+        } = role;
         validate_name(&metadata)
             .and_then(|()| validate_rules(&rules, namespaced))
             .map_err(fail)?;
         if namespaced {
-            let roles = rbac.roles.entry(namespace_or_default(metadata.namespace)).or_default();
+            let roles = rbac
+                .roles
+                .entry(namespace_or_default(metadata.namespace))
+                .or_default();
             roles.insert(metadata.name, rules);
         } else {
             let aggregated = aggregation_rule.is_some();
-            rbac.cluster_roles.insert(metadata.name, (rules, aggregated));
+            rbac.cluster_roles
+                .insert(metadata.name, (rules, aggregated));
         }
     } else {
-        let binding: BindingObject = serde_yaml::from_value(value.clone()).map_err(|e| fail(e.to_string()))?;
-        let BindingObject { metadata, role_ref, subjects } = binding;
+        let binding: BindingObject =
+            BindingObject::deserialize(value).map_err(|e| fail(e.to_string()))?;
+        let BindingObject {
+            metadata,
+            role_ref,
+            subjects,
+        } = binding;
         validate_name(&metadata)
             .and_then(|()| validate_binding(&role_ref, &subjects, namespaced))
             .map_err(fail)?;
         let binding = Binding { role_ref, subjects };
         if namespaced {
             let namespace = namespace_or_default(metadata.namespace);
-            rbac.role_bindings.entry(namespace).or_default().insert(metadata.name, binding);
+            rbac.role_bindings
+                .entry(namespace)
+                .or_default()
+                .insert(metadata.name, binding);
         } else {
             rbac.cluster_role_bindings.insert(metadata.name, binding);
         }
@@ -146,7 +169,11 @@ fn load_value(rbac: &mut Rbac, value: Value, place: &str) -> Result<(), ObjectEr
 /// `kubectl apply` puts objects without a namespace into the context's namespace; the
 /// devcluster has no context, so that is "default".
 fn namespace_or_default(namespace: String) -> String {
-    if namespace.is_empty() { DEFAULT_NAMESPACE.to_owned() } else { namespace }
+    if namespace.is_empty() {
+        DEFAULT_NAMESPACE.to_owned()
+    } else {
+        namespace
+    }
 }
 
 fn validate_name(metadata: &ObjectMeta) -> Result<(), String> {
@@ -161,7 +188,9 @@ fn validate_rules(rules: &[PolicyRule], namespaced: bool) -> Result<(), String> 
     for (index, rule) in rules.iter().enumerate() {
         let at = format!("rules[{index}]");
         if rule.verbs.is_empty() {
-            return Err(format!("{at}.verbs: Required value: verbs must contain at least one value"));
+            return Err(format!(
+                "{at}.verbs: Required value: verbs must contain at least one value"
+            ));
         }
         if !rule.non_resource_urls.is_empty() {
             if namespaced {
@@ -169,7 +198,10 @@ fn validate_rules(rules: &[PolicyRule], namespaced: bool) -> Result<(), String> 
                     "{at}.nonResourceURLs: Invalid value: namespaced rules cannot apply to non-resource URLs"
                 ));
             }
-            if !(rule.api_groups.is_empty() && rule.resources.is_empty() && rule.resource_names.is_empty()) {
+            if !(rule.api_groups.is_empty()
+                && rule.resources.is_empty()
+                && rule.resource_names.is_empty())
+            {
                 return Err(format!(
                     "{at}.nonResourceURLs: Invalid value: rules cannot apply to both regular resources and non-resource URLs"
                 ));
@@ -189,17 +221,29 @@ fn validate_rules(rules: &[PolicyRule], namespaced: bool) -> Result<(), String> 
 
 /// `ValidateRoleBinding` / `ValidateClusterRoleBinding` with `ValidateRoleBindingSubject`.
 /// v1 defaulting fills in an empty `apiGroup` of User and Group subjects, so that is fine.
-fn validate_binding(role_ref: &RoleRef, subjects: &[Subject], namespaced: bool) -> Result<(), String> {
+fn validate_binding(
+    role_ref: &RoleRef,
+    subjects: &[Subject],
+    namespaced: bool,
+) -> Result<(), String> {
     let unsupported = |field: &str, value: &str, supported: &str| {
-        Err(format!("{field}: Unsupported value: {value:?}: supported values: {supported}"))
+        Err(format!(
+            "{field}: Unsupported value: {value:?}: supported values: {supported}"
+        ))
     };
     if role_ref.api_group != RBAC_GROUP {
-        return unsupported("roleRef.apiGroup", &role_ref.api_group, "\"rbac.authorization.k8s.io\"");
+        return unsupported(
+            "roleRef.apiGroup",
+            &role_ref.api_group,
+            "\"rbac.authorization.k8s.io\"",
+        );
     }
     match role_ref.kind.as_str() {
         "ClusterRole" => {}
         "Role" if namespaced => {}
-        kind if namespaced => return unsupported("roleRef.kind", kind, "\"Role\", \"ClusterRole\""),
+        kind if namespaced => {
+            return unsupported("roleRef.kind", kind, "\"Role\", \"ClusterRole\"");
+        }
         kind => return unsupported("roleRef.kind", kind, "\"ClusterRole\""),
     }
     if role_ref.name.is_empty() {
@@ -212,7 +256,10 @@ fn validate_binding(role_ref: &RoleRef, subjects: &[Subject], namespaced: bool) 
         }
         match subject.kind.as_str() {
             "ServiceAccount" if !is_dns1123_subdomain(&subject.name) => {
-                return Err(format!("{at}.name: Invalid value: {:?}: not a DNS-1123 subdomain", subject.name));
+                return Err(format!(
+                    "{at}.name: Invalid value: {:?}: not a DNS-1123 subdomain",
+                    subject.name
+                ));
             }
             "ServiceAccount" if !subject.api_group.is_empty() => {
                 return unsupported(&format!("{at}.apiGroup"), &subject.api_group, "\"\"");
@@ -222,11 +269,22 @@ fn validate_binding(role_ref: &RoleRef, subjects: &[Subject], namespaced: bool) 
                 return Err(format!("{at}.namespace: Required value"));
             }
             "ServiceAccount" => {}
-            "User" | "Group" if subject.api_group.is_empty() || subject.api_group == RBAC_GROUP => {}
-            "User" | "Group" => {
-                return unsupported(&format!("{at}.apiGroup"), &subject.api_group, "\"rbac.authorization.k8s.io\"");
+            "User" | "Group" if subject.api_group.is_empty() || subject.api_group == RBAC_GROUP => {
             }
-            kind => return unsupported(&format!("{at}.kind"), kind, "\"ServiceAccount\", \"User\", \"Group\""),
+            "User" | "Group" => {
+                return unsupported(
+                    &format!("{at}.apiGroup"),
+                    &subject.api_group,
+                    "\"rbac.authorization.k8s.io\"",
+                );
+            }
+            kind => {
+                return unsupported(
+                    &format!("{at}.kind"),
+                    kind,
+                    "\"ServiceAccount\", \"User\", \"Group\"",
+                );
+            }
         }
     }
     Ok(())
@@ -293,9 +351,16 @@ items:
              (1 ClusterRoles have an aggregationRule, which is not evaluated)"
         );
         // A RoleBinding without a namespace lands in "default".
-        assert!(rbac.role_bindings.get("default").is_some_and(|b| b.contains_key("rb")));
+        assert!(
+            rbac.role_bindings
+                .get("default")
+                .is_some_and(|b| b.contains_key("rb"))
+        );
         let empty = load("empty.yaml", "").unwrap();
-        assert_eq!(empty.summary(), "0 Roles, 0 ClusterRoles, 0 RoleBindings, 0 ClusterRoleBindings");
+        assert_eq!(
+            empty.summary(),
+            "0 Roles, 0 ClusterRoles, 0 RoleBindings, 0 ClusterRoleBindings"
+        );
     }
 
     #[test]
@@ -326,8 +391,15 @@ items:
         for (body, object, message) in cases {
             let text = format!("apiVersion: rbac.authorization.k8s.io/v1\n{body}");
             match load("bad.yaml", &text) {
-                Err(RbacError::Invalid { source_name, object: got_object, message: got }) => {
-                    assert_eq!((source_name.as_str(), got_object.as_str()), ("bad.yaml", object));
+                Err(RbacError::Invalid {
+                    source_name,
+                    object: got_object,
+                    message: got,
+                }) => {
+                    assert_eq!(
+                        (source_name.as_str(), got_object.as_str()),
+                        ("bad.yaml", object)
+                    );
                     assert!(got.contains(message), "{got:?} should contain {message:?}");
                 }
                 other => panic!("{body}: expected Invalid, got {other:?}"),
@@ -335,13 +407,27 @@ items:
         }
         let second = "kind: Namespace\n---\napiVersion: rbac.authorization.k8s.io/v1beta1\nkind: Role\nmetadata: {name: old}\n";
         let error = load("old.yaml", second).unwrap_err().to_string();
-        assert!(error.starts_with(r#"old.yaml: Role "old" (document 2): apiVersion"#), "{error}");
-        let error = load("list.yaml", "kind: List\nitems: [{kind: Role, apiVersion: rbac.authorization.k8s.io/v1}]");
+        assert!(
+            error.starts_with(r#"old.yaml: Role "old" (document 2): apiVersion"#),
+            "{error}"
+        );
+        let error = load(
+            "list.yaml",
+            "kind: List\nitems: [{kind: Role, apiVersion: rbac.authorization.k8s.io/v1}]",
+        );
         let error = error.unwrap_err().to_string();
-        assert!(error.starts_with("list.yaml: Role (document 1, item 1): metadata.name"), "{error}");
+        assert!(
+            error.starts_with("list.yaml: Role (document 1, item 1): metadata.name"),
+            "{error}"
+        );
         let syntax = load("syntax.yaml", "kind: [Role").unwrap_err();
-        assert!(matches!(&syntax, RbacError::Yaml { source_name, .. } if source_name == "syntax.yaml"));
+        assert!(
+            matches!(&syntax, RbacError::Yaml { source_name, .. } if source_name == "syntax.yaml")
+        );
         let scalar = load("scalar.yaml", "just text").unwrap_err().to_string();
-        assert!(scalar.starts_with("scalar.yaml: document 1: not a Kubernetes object"), "{scalar}");
+        assert!(
+            scalar.starts_with("scalar.yaml: document 1: not a Kubernetes object"),
+            "{scalar}"
+        );
     }
 }

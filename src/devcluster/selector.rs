@@ -41,10 +41,6 @@ impl Selector {
         Ok(Selector(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Whether a set of key/value pairs (labels, or the supported fields) satisfies every
     /// requirement.
     pub fn matches(&self, values: &BTreeMap<String, String>) -> bool {

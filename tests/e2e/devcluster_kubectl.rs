@@ -259,6 +259,6 @@ async fn a_bad_token_is_unauthorized() {
     cmd.arg("--kubeconfig").arg(&bad).args(["get", "pods", "-A"]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("Unauthorized"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("You must be logged in to the server"), "{}", text(&out.stderr));
     assert!(c.audit_events().iter().any(|e| e["responseStatus"]["code"] == 401));
 }
