@@ -29,7 +29,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podgate: {e:#}");
-            if matches!(e.downcast_ref::<DevclusterError>(), Some(DevclusterError::NotLoopback(_))) {
+            if matches!(
+                e.downcast_ref::<DevclusterError>(),
+                Some(DevclusterError::NotLoopback(_))
+            ) {
                 ExitCode::from(EX_USAGE)
             } else {
                 ExitCode::FAILURE

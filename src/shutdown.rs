@@ -8,7 +8,10 @@ use tokio_util::sync::CancellationToken;
 /// logged.
 pub async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(i), Ok(t)) => (i, t),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "cannot install signal handlers");

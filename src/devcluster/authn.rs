@@ -44,11 +44,18 @@ impl Tokens {
             .map(str::trim)
             .ok_or(())?;
         if constant_time_eq(token, &self.admin) {
-            Ok(UserInfo::new(ADMIN_USER, &[MASTERS_GROUP, AUTHENTICATED_GROUP]))
+            Ok(UserInfo::new(
+                ADMIN_USER,
+                &[MASTERS_GROUP, AUTHENTICATED_GROUP],
+            ))
         } else if constant_time_eq(token, &self.gateway) {
             Ok(UserInfo::new(
                 GATEWAY_USER,
-                &["system:serviceaccounts", "system:serviceaccounts:podgate", AUTHENTICATED_GROUP],
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:podgate",
+                    AUTHENTICATED_GROUP,
+                ],
             ))
         } else {
             Err(())
@@ -64,7 +71,11 @@ fn random_token() -> String {
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The `Impersonate-*` headers of a request (k8s.io/api/authentication/v1 header names).
@@ -111,9 +122,15 @@ mod tests {
         let t = Tokens::generate();
         let mut h = HeaderMap::new();
         assert_eq!(t.authenticate(&h).unwrap().username, ANONYMOUS_USER);
-        h.insert("authorization", format!("Bearer {}", t.admin).parse().unwrap());
+        h.insert(
+            "authorization",
+            format!("Bearer {}", t.admin).parse().unwrap(),
+        );
         assert!(t.authenticate(&h).unwrap().in_group(MASTERS_GROUP));
-        h.insert("authorization", format!("Bearer {}", t.gateway).parse().unwrap());
+        h.insert(
+            "authorization",
+            format!("Bearer {}", t.gateway).parse().unwrap(),
+        );
         assert_eq!(t.authenticate(&h).unwrap().username, GATEWAY_USER);
         h.insert("authorization", "Bearer nope".parse().unwrap());
         assert!(t.authenticate(&h).is_err());
@@ -128,7 +145,10 @@ mod tests {
         h.append("impersonate-group", "jit:a".parse().unwrap());
         h.append("impersonate-group", "jit:b".parse().unwrap());
         h.append("impersonate-extra-podgate-session", "s1".parse().unwrap());
-        h.append("Impersonate-Extra-Podgate%2Dreason", "INC-1".parse().unwrap());
+        h.append(
+            "Impersonate-Extra-Podgate%2Dreason",
+            "INC-1".parse().unwrap(),
+        );
         let r = impersonation(&h).unwrap();
         assert_eq!(r.user.as_deref(), Some("alice@corp.example"));
         assert_eq!(r.groups, ["jit:a", "jit:b"]);

@@ -13,8 +13,8 @@
 //! queue is bounded, so a client that stops reading stops its producers.
 //!
 //! Not guaranteed: the key *order* of the Status JSON. The builders return a
-//! `serde_json::Value`, whose object keys serialize sorted unless serde_json's
-//! `preserve_order` feature is on; kubectl and kube-rs decode JSON, so only the
+//! `serde_json::Value`, whose object keys serialize sorted unless the
+//! `preserve_order` feature of `serde_json` is on; kubectl and kube-rs decode JSON, so only the
 //! fields matter. The base64 variants (`v4.base64.channel.k8s.io`) are not spoken.
 
 use futures::SinkExt;
@@ -89,7 +89,7 @@ pub fn status_success() -> Value {
 /// `strconv.ParseUint(msg, 10, 8)`, so the code is clamped to 0..=255.
 pub fn status_exit_code(code: i32) -> Value {
     let code = code.clamp(0, 255);
-    non_zero_exit_status(code, format!("exit code {code}"))
+    non_zero_exit_status(code, &format!("exit code {code}"))
 }
 
 /// The kubelet's `NonZeroExitCode` Status for `command`, with containerd's
@@ -100,11 +100,11 @@ pub fn status_exit_code_for(command: &[String], code: i32) -> Value {
     let argv = command.join(" ");
     non_zero_exit_status(
         code,
-        format!("error executing command [{argv}], exit code {code}"),
+        &format!("error executing command [{argv}], exit code {code}"),
     )
 }
 
-fn non_zero_exit_status(code: i32, cause: String) -> Value {
+fn non_zero_exit_status(code: i32, cause: &str) -> Value {
     json!({
         "metadata": {},
         "status": "Failure",
@@ -213,10 +213,10 @@ impl Task {
     /// Cancel safe: dropping this future leaves the task running.
     pub(super) async fn join(&mut self) {
         if let Some(handle) = self.0.as_mut() {
-            if let Err(error) = handle.await {
-                if error.is_panic() {
-                    tracing::error!(%error, "session task panicked");
-                }
+            if let Err(error) = handle.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "session task panicked");
             }
             self.0 = None;
         }

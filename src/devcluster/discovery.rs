@@ -51,32 +51,126 @@ const fn rt(
 /// Every resource type the devcluster stores. Pods and namespaces carry behaviour; the
 /// rest are stored as given (what `podgate incident open` and approvals create).
 pub const RESOURCES: &[ResourceType] = &[
-    rt("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"]),
+    rt(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+    ),
     rt("", "v1", "pods", "pod", "Pod", true, &["po"]),
     rt("", "v1", "services", "service", "Service", true, &["svc"]),
-    rt("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
+    rt(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+    ),
     rt("", "v1", "secrets", "secret", "Secret", true, &[]),
-    rt("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
+    rt(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+    ),
     rt("", "v1", "events", "event", "Event", true, &["ev"]),
-    rt("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"]),
-    rt("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"]),
-    rt("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[]),
-    rt("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, &["netpol"]),
-    rt("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[]),
-    rt("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[]),
-    rt("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[]),
-    rt("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[]),
+    rt(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+    ),
+    rt(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+    ),
+    rt(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+    ),
+    rt(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "networkpolicy",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+    ),
 ];
 
 /// Pod subresources served, with the kind and verbs discovery reports for them.
 const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
     ("pods/log", "Pod", &["get"]),
     ("pods/exec", "PodExecOptions", &["create", "get"]),
-    ("pods/portforward", "PodPortForwardOptions", &["create", "get"]),
+    (
+        "pods/portforward",
+        "PodPortForwardOptions",
+        &["create", "get"],
+    ),
     ("pods/status", "Pod", &["get"]),
 ];
 
-const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 /// Look a resource type up by group, version and plural name.
 pub fn lookup(group: &str, version: &str, resource: &str) -> Option<&'static ResourceType> {
@@ -141,7 +235,9 @@ pub fn group_list() -> Value {
 pub fn group(name: &str) -> Option<Value> {
     let (g, v) = groups().into_iter().find(|(g, _)| *g == name)?;
     let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-    Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}))
+    Some(
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
+    )
 }
 
 /// `/api/v1` or `/apis/GROUP/VERSION`.
@@ -163,8 +259,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         {
             obj.insert("shortNames".into(), json!(r.short_names));
         }
-        if matches!(r.resource, "pods" | "services" | "deployments" | "replicasets")
-            && let Some(obj) = entry.as_object_mut()
+        if matches!(
+            r.resource,
+            "pods" | "services" | "deployments" | "replicasets"
+        ) && let Some(obj) = entry.as_object_mut()
         {
             obj.insert("categories".into(), json!(["all"]));
         }
@@ -183,7 +281,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 #[cfg(test)]
@@ -199,7 +299,13 @@ mod tests {
             .iter()
             .map(|r| r["name"].as_str().unwrap())
             .collect();
-        for want in ["pods", "pods/exec", "pods/log", "pods/portforward", "namespaces"] {
+        for want in [
+            "pods",
+            "pods/exec",
+            "pods/log",
+            "pods/portforward",
+            "namespaces",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         assert!(resource_list("nope", "v1").is_none());
@@ -215,7 +321,10 @@ mod tests {
             .map(|g| g["name"].as_str().unwrap())
             .collect();
         assert_eq!(names.iter().filter(|n| **n == "apps").count(), 1);
-        assert_eq!(lookup("apps", "v1", "deployments").unwrap().kind, "Deployment");
+        assert_eq!(
+            lookup("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
+        );
         assert!(group("rbac.authorization.k8s.io").is_some());
     }
 }

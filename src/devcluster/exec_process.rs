@@ -5,7 +5,7 @@
 //!   directory and the server's environment plus the request's variables, in
 //!   its own process group (with a tty: its own session, see
 //!   [`super::exec_pty`]), with `kill_on_drop`.
-//! - A program that cannot be started yields the InternalError text of the
+//! - A program that cannot be started yields the `InternalError` text of the
 //!   kubelet → containerd → runc path (`... exec: "x": executable file not
 //!   found in $PATH: unknown`), with a random 64-hex-digit exec id.
 //! - [`ProcessGroup`] kills the group (with a tty, every process of the
@@ -17,6 +17,7 @@
 //! (or, with a tty, another session) is not found; there are no cgroups or
 //! namespaces.
 
+use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -34,7 +35,7 @@ use super::channel;
 use super::exec::ExecRequest;
 use super::exec_pty;
 
-/// How long to wait for a SIGKILLed child to be reaped.
+/// How long to wait for a child killed with SIGKILL to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One output source and the channel its bytes go to (`None`: read and
@@ -59,7 +60,7 @@ pub(super) struct Started {
     pub outputs: Vec<Output>,
 }
 
-/// Starts the process, or returns the InternalError message the kubelet path
+/// Starts the process, or returns the `InternalError` message the kubelet path
 /// (kubelet → containerd → runc) would report.
 pub(super) fn start(req: &ExecRequest) -> Result<Started, String> {
     let Some((program, args)) = req.command.split_first() else {
@@ -90,7 +91,7 @@ pub(super) fn start(req: &ExecRequest) -> Result<Started, String> {
     };
     let group = ProcessGroup {
         leader: Pid::from_raw(pid),
-        whole_session: req.tty,
+        whole_session: false,
         armed: true,
     };
     Ok(Started {
@@ -245,13 +246,143 @@ fn exec_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos())
         .unwrap_or_default();
-    (0..4u8)
-        .map(|part| {
-            // Every RandomState carries fresh random keys.
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u8(part);
-            hasher.write_u128(nanos);
-            format!("{:016x}", hasher.finish())
+    let mut id = String::with_capacity(64);
+    for part in 0..4u8 {
+        // Each RandomState has its own SipHash keys (random per thread, then
+        // stepped), so the id is unpredictable enough for a log correlation id.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u8(part);
+        hasher.write_u128(nanos);
+        let _ = write!(id, "{:016x}", hasher.finish());
+    }
+    id
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::time::Duration;
+
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::channel::Protocol;
+    use super::super::channel::test_support::{LIMIT, Socket, joined, next_message};
+    use super::super::exec::tests::{request, run_to_end, start};
+    use super::*;
+
+    /// Alive and not a zombie.
+    fn is_running(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state letter follows the parenthesised command name.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        kill(Pid::from_raw(pid), None).is_ok() && !matches!(state, Some('Z' | 'X') | None)
+    }
+
+    pub(in super::super) async fn wait_until_gone(pid: i32) {
+        tokio::time::timeout(LIMIT, async {
+            while is_running(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         })
-        .collect()
+        .await
+        .expect("process still running");
+    }
+
+    /// The pid a script printed as its first stdout frame.
+    async fn read_pid(client: &mut Socket) -> i32 {
+        match next_message(client).await {
+            Some(Message::Binary(bytes)) => {
+                assert_eq!(bytes.first(), Some(&1));
+                let text = std::str::from_utf8(bytes.get(1..).unwrap()).unwrap();
+                text.trim().parse().unwrap()
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_disconnect_kills_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "echo $$; exec sleep 1000"], dir.path());
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        let pid = read_pid(&mut client).await;
+        assert!(is_running(pid));
+        drop(client);
+        joined(task).await;
+        wait_until_gone(pid).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_kills_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "echo $$; exec sleep 1000"], dir.path());
+        let shutdown = CancellationToken::new();
+        let (mut client, task) = start(req, Protocol::V5, shutdown.clone()).await;
+        let pid = read_pid(&mut client).await;
+        shutdown.cancel();
+        joined(task).await;
+        wait_until_gone(pid).await;
+    }
+
+    #[tokio::test]
+    async fn background_children_are_killed_when_the_main_process_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        // The background sleep inherits stdout: without the group kill the
+        // session would wait for its EOF.
+        let req = request(&["sh", "-c", "sleep 1000 & echo $!"], dir.path());
+        let received = run_to_end(req, Protocol::V5).await;
+        assert_eq!(received.status.unwrap()["status"], "Success");
+        let pid: i32 = String::from_utf8(received.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_until_gone(pid).await;
+    }
+
+    #[test]
+    fn exit_codes_follow_container_runtimes() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+    }
+
+    #[test]
+    fn start_errors_use_go_wording() {
+        let not_found = io::Error::from(io::ErrorKind::NotFound);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let cases = [
+            (
+                "ls-x",
+                &not_found,
+                "exec: \"ls-x\": executable file not found in $PATH: unknown",
+            ),
+            (
+                "/bin/x",
+                &not_found,
+                "exec: \"/bin/x\": stat /bin/x: no such file or directory: unknown",
+            ),
+            (
+                "/etc/hosts",
+                &denied,
+                "exec: \"/etc/hosts\": permission denied: unknown",
+            ),
+        ];
+        for (program, error, suffix) in cases {
+            let message = start_error(program, error);
+            assert!(message.ends_with(suffix), "{message}");
+        }
+    }
+
+    #[test]
+    fn exec_ids_are_64_random_hex_digits() {
+        let (first, second) = (exec_id(), exec_id());
+        assert_eq!(first.len(), 64);
+        assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(first, second);
+    }
 }

@@ -148,7 +148,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned slot still holds a valid size.
     mutex
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn feed_pty(
@@ -253,7 +253,8 @@ mod tests {
 
     use super::super::channel::test_support::{joined, send_binary};
     use super::super::channel::{Protocol, RESIZE, frame};
-    use super::super::exec::tests::{receive_all, request, run_to_end, start, wait_until_gone};
+    use super::super::exec::tests::{receive_all, request, run_to_end, start};
+    use super::super::exec_process::tests::wait_until_gone;
     use super::*;
 
     fn tty_request(argv: &[&str], workdir: &std::path::Path) -> ExecRequest {

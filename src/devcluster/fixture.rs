@@ -127,11 +127,14 @@ impl<'de> Deserialize<'de> for Serve {
         match text.as_str() {
             "http" => Ok(Serve::Http),
             "echo" => Ok(Serve::Echo),
-            other => other.parse::<SocketAddr>().map(Serve::Address).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "serve: expected \"http\", \"echo\" or a loopback HOST:PORT, got {other:?}"
-                ))
-            }),
+            other => other
+                .parse::<SocketAddr>()
+                .map(Serve::Address)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "serve: expected \"http\", \"echo\" or a loopback HOST:PORT, got {other:?}"
+                    ))
+                }),
         }
     }
 }
@@ -282,15 +285,30 @@ namespaces:
         let f = Fixture::parse("t", text).unwrap();
         let c = &f.namespaces[0].pods[0].containers[0];
         assert_eq!(c.log_every, Some(Duration::from_secs(1)));
-        assert_eq!(c.ports[2].serve, Serve::Address("127.0.0.1:5432".parse().unwrap()));
+        assert_eq!(
+            c.ports[2].serve,
+            Serve::Address("127.0.0.1:5432".parse().unwrap())
+        );
     }
 
     #[test]
     fn bad_fixtures_are_refused_with_the_reason() {
         let cases = [
-            ("unknown key", "namespaces: [{name: a, podz: []}]", "unknown field"),
-            ("dup namespace", "namespaces: [{name: a}, {name: a}]", "declared twice"),
-            ("bad name", "namespaces: [{name: A_b}]", "not a valid Kubernetes name"),
+            (
+                "unknown key",
+                "namespaces: [{name: a, podz: []}]",
+                "unknown field",
+            ),
+            (
+                "dup namespace",
+                "namespaces: [{name: a}, {name: a}]",
+                "declared twice",
+            ),
+            (
+                "bad name",
+                "namespaces: [{name: A_b}]",
+                "not a valid Kubernetes name",
+            ),
             (
                 "no containers",
                 "namespaces: [{name: a, pods: [{name: p, containers: []}]}]",

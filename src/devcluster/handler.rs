@@ -42,8 +42,10 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(full(bytes));
     *r.status_mut() = code;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -79,7 +81,9 @@ pub async fn handle(
         .unwrap_or("")
         .to_owned();
     let params = query_params(req.uri().query());
-    let watch = params.iter().any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    let watch = params
+        .iter()
+        .any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
     let target = request::parse(req.method(), req.uri().path(), watch);
     let (verb, object_ref) = match &target {
         Target::Resource(r) => (
@@ -113,7 +117,12 @@ pub async fn handle(
         Ok(u) => u,
         Err(()) => {
             let e = ApiError::unauthorized();
-            return Ok(finish(&cluster, event(UserInfo::default(), None), error_response(&e), Some(&e)));
+            return Ok(finish(
+                &cluster,
+                event(UserInfo::default(), None),
+                error_response(&e),
+                Some(&e),
+            ));
         }
     };
 
@@ -122,7 +131,12 @@ pub async fn handle(
         Ok(r) => r,
         Err(m) => {
             let e = ApiError::bad_request(m);
-            return Ok(finish(&cluster, event(caller, None), error_response(&e), Some(&e)));
+            return Ok(finish(
+                &cluster,
+                event(caller, None),
+                error_response(&e),
+                Some(&e),
+            ));
         }
     };
     let impersonating = imp_req.user.as_deref().is_some_and(|u| !u.is_empty())
@@ -149,7 +163,12 @@ pub async fn handle(
                     }
                     ImpersonationError::WithoutUser { message } => ApiError::internal(message),
                 };
-                return Ok(finish(&cluster, event(caller, None), error_response(&e), Some(&e)));
+                return Ok(finish(
+                    &cluster,
+                    event(caller, None),
+                    error_response(&e),
+                    Some(&e),
+                ));
             }
         }
     } else {
@@ -185,7 +204,12 @@ fn finish(
         event.response_status.reason = Some(e.reason.into());
         event.response_status.message = Some(e.message.clone());
     }
-    if code == 101 || response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == "text/plain") {
+    if code == 101
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == "text/plain")
+    {
         event.stage = "ResponseStarted";
     }
     cluster.audit.write(event);
@@ -200,21 +224,34 @@ pub fn query_params(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Paths everyone may read, as the bootstrap `system:public-info-viewer` role allows.
 const PUBLIC_PATHS: &[&str] = &["/version", "/healthz", "/livez", "/readyz"];
 
-fn non_resource(cluster: &Cluster, user: &UserInfo, path: &str) -> Result<Response<Body>, ApiError> {
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+fn non_resource(
+    cluster: &Cluster,
+    user: &UserInfo,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
     let public = PUBLIC_PATHS.contains(&path);
-    let discovery_path = path == "/api" || path == "/apis" || path.starts_with("/api/") || path.starts_with("/apis/");
+    let discovery_path = path == "/api"
+        || path == "/apis"
+        || path.starts_with("/api/")
+        || path.starts_with("/apis/");
     // Discovery is open to every authenticated user (bootstrap `system:discovery`); any
     // other path needs a nonResourceURLs grant.
-    let allowed = public
-        || (discovery_path && user.in_group(super::identity::AUTHENTICATED_GROUP))
-        || {
+    let allowed =
+        public || (discovery_path && user.in_group(super::identity::AUTHENTICATED_GROUP)) || {
             let attrs = Attributes {
                 user,
                 verb: "get",
@@ -244,8 +281,10 @@ fn non_resource(cluster: &Cluster, user: &UserInfo, path: &str) -> Result<Respon
         "/version" => Some(discovery::version()),
         "/healthz" | "/livez" | "/readyz" => {
             let mut r = Response::new(full("ok"));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             return Ok(r);
         }
         "/api" => Some(discovery::core_versions(&cluster.server_address)),
@@ -266,7 +305,12 @@ fn non_resource(cluster: &Cluster, user: &UserInfo, path: &str) -> Result<Respon
     }
 }
 
-fn authorize(cluster: &Cluster, user: &UserInfo, r: &ResourceRequest, verb: &str) -> Result<(), ApiError> {
+fn authorize(
+    cluster: &Cluster,
+    user: &UserInfo,
+    r: &ResourceRequest,
+    verb: &str,
+) -> Result<(), ApiError> {
     let resource = r.resource.as_str();
     let attrs = Attributes {
         user,
@@ -334,7 +378,13 @@ fn object_response(
 ) -> Response<Body> {
     if table::wanted(accept(req)) {
         let rv = super::store::str_at(v, &["metadata", "resourceVersion"]);
-        let t = table::build(rt.resource, std::slice::from_ref(v), rv, param(params, "includeObject").unwrap_or(""), SystemTime::now());
+        let t = table::build(
+            rt.resource,
+            std::slice::from_ref(v),
+            rv,
+            param(params, "includeObject").unwrap_or(""),
+            SystemTime::now(),
+        );
         return json_response(code, &t);
     }
     json_response(code, v)
@@ -366,7 +416,11 @@ async fn objects(
     req: Request<Incoming>,
     params: &[(String, String)],
 ) -> Result<Response<Body>, ApiError> {
-    let ns = if rt.namespaced { r.namespace.as_str() } else { "" };
+    let ns = if rt.namespaced {
+        r.namespace.as_str()
+    } else {
+        ""
+    };
     if rt.namespaced && r.namespace.is_empty() && !matches!(r.verb.as_str(), "list" | "watch") {
         return Err(ApiError::no_route(req.uri().path()));
     }
@@ -390,7 +444,13 @@ async fn objects(
                 return Ok(streams::watch(cluster, items, params));
             }
             if table::wanted(accept(&req)) {
-                let t = table::build(rt.resource, &items, &rv, param(params, "includeObject").unwrap_or(""), SystemTime::now());
+                let t = table::build(
+                    rt.resource,
+                    &items,
+                    &rv,
+                    param(params, "includeObject").unwrap_or(""),
+                    SystemTime::now(),
+                );
                 return Ok(json_response(StatusCode::OK, &t));
             }
             Ok(json_response(

@@ -8,7 +8,11 @@ use serde_json::json;
 use super::authn::Tokens;
 
 /// The kubeconfig text (YAML) for a server at `server_url` (`https://127.0.0.1:PORT`).
-pub fn render(server_url: &str, ca_pem: &str, tokens: &Tokens) -> Result<String, serde_yaml::Error> {
+pub fn render(
+    server_url: &str,
+    ca_pem: &str,
+    tokens: &Tokens,
+) -> Result<String, serde_yaml::Error> {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     let config = json!({
         "apiVersion": "v1",
@@ -41,12 +45,18 @@ mod tests {
 
     #[test]
     fn kubeconfig_has_two_contexts_and_the_ca() {
-        let t = Tokens { admin: "a".into(), gateway: "g".into() };
+        let t = Tokens {
+            admin: "a".into(),
+            gateway: "g".into(),
+        };
         let text = render("https://127.0.0.1:6443", "PEM", &t).unwrap();
         let v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(v["current-context"], "admin");
         assert_eq!(v["contexts"][1]["name"], "gateway");
         assert_eq!(v["users"][1]["user"]["token"], "g");
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "UEVN");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            "UEVN"
+        );
     }
 }

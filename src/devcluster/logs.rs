@@ -95,7 +95,11 @@ struct Line {
 }
 
 /// Check that logs can be served for this container at all, as the kubelet does.
-pub fn check(pod: &PodRuntime, container: &ContainerRuntime, query: &LogQuery) -> Result<(), ApiError> {
+pub fn check(
+    pod: &PodRuntime,
+    container: &ContainerRuntime,
+    query: &LogQuery,
+) -> Result<(), ApiError> {
     if query.previous && container.previous_logs.is_none() {
         return Err(ApiError::bad_request(format!(
             "previous terminated container {:?} in pod {:?} not found",
@@ -116,14 +120,25 @@ fn heartbeat(n: u64) -> String {
 }
 
 /// Every line written up to `now`.
-fn lines_until(pod: &PodRuntime, c: &ContainerRuntime, previous: bool, now: SystemTime) -> Vec<Line> {
+fn lines_until(
+    pod: &PodRuntime,
+    c: &ContainerRuntime,
+    previous: bool,
+    now: SystemTime,
+) -> Vec<Line> {
     if previous {
-        let at = pod.started.checked_sub(Duration::from_secs(60)).unwrap_or(pod.started);
+        let at = pod
+            .started
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or(pod.started);
         return c
             .previous_logs
             .iter()
             .flatten()
-            .map(|t| Line { at, text: t.clone() })
+            .map(|t| Line {
+                at,
+                text: t.clone(),
+            })
             .collect();
     }
     let mut out: Vec<Line> = c
@@ -144,7 +159,10 @@ fn lines_until(pod: &PodRuntime, c: &ContainerRuntime, previous: bool, now: Syst
         let first = count.saturating_sub(MAX_HISTORY).max(1);
         for n in first..=count {
             if let Some(at) = heartbeat_time(pod.started, every, n) {
-                out.push(Line { at, text: heartbeat(n) });
+                out.push(Line {
+                    at,
+                    text: heartbeat(n),
+                });
             }
         }
     }
@@ -163,7 +181,11 @@ fn heartbeat_time(start: SystemTime, every: Duration, n: u64) -> Option<SystemTi
 fn render(line: &Line, timestamps: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(line.text.len() + 32);
     if timestamps {
-        out.extend_from_slice(humantime::format_rfc3339_nanos(line.at).to_string().as_bytes());
+        out.extend_from_slice(
+            humantime::format_rfc3339_nanos(line.at)
+                .to_string()
+                .as_bytes(),
+        );
         out.push(b' ');
     }
     out.extend_from_slice(line.text.as_bytes());
@@ -201,22 +223,19 @@ pub fn stream(
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let now = SystemTime::now();
     let first = initial(&pod, &container, &q, now);
-    let next_n = container
-        .log_every
-        .filter(|d| !d.is_zero())
-        .map(|every| {
-            let elapsed = now.duration_since(pod.started).unwrap_or_default();
-            let done = elapsed.as_nanos() / every.as_nanos().max(1);
-            u64::try_from(done).unwrap_or(u64::MAX).saturating_add(1)
-        });
-    let follow = q.follow
-        && !q.previous
-        && pod.phase == super::fixture::Phase::Running;
+    let next_n = container.log_every.filter(|d| !d.is_zero()).map(|every| {
+        let elapsed = now.duration_since(pod.started).unwrap_or_default();
+        let done = elapsed.as_nanos() / every.as_nanos().max(1);
+        u64::try_from(done).unwrap_or(u64::MAX).saturating_add(1)
+    });
+    let follow = q.follow && !q.previous && pod.phase == super::fixture::Phase::Running;
     let state = State {
         pending: first.into_iter(),
         next_n,
         follow,
-        budget: q.limit_bytes.map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+        budget: q
+            .limit_bytes
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
         pod,
         container,
         timestamps: q.timestamps,
@@ -239,7 +258,10 @@ pub fn stream(
                     _ = st.pod.deleted.cancelled() => return None,
                 }
                 st.next_n = Some(n.saturating_add(1));
-                Line { at, text: heartbeat(n) }
+                Line {
+                    at,
+                    text: heartbeat(n),
+                }
             }
         };
         let mut bytes = render(&line, st.timestamps);
@@ -305,12 +327,45 @@ mod tests {
     async fn queries_select_lines_like_the_kubelet() {
         let p = pod(Duration::from_millis(3500), Some(Duration::from_secs(1)));
         let cases = [
-            (LogQuery::default(), "one\ntwo\nheartbeat 1\nheartbeat 2\nheartbeat 3\n"),
-            (LogQuery { tail_lines: Some(2), ..Default::default() }, "heartbeat 2\nheartbeat 3\n"),
-            (LogQuery { tail_lines: Some(0), ..Default::default() }, ""),
-            (LogQuery { since_seconds: Some(2), ..Default::default() }, "heartbeat 2\nheartbeat 3\n"),
-            (LogQuery { previous: true, ..Default::default() }, "old\n"),
-            (LogQuery { limit_bytes: Some(6), ..Default::default() }, "one\ntw"),
+            (
+                LogQuery::default(),
+                "one\ntwo\nheartbeat 1\nheartbeat 2\nheartbeat 3\n",
+            ),
+            (
+                LogQuery {
+                    tail_lines: Some(2),
+                    ..Default::default()
+                },
+                "heartbeat 2\nheartbeat 3\n",
+            ),
+            (
+                LogQuery {
+                    tail_lines: Some(0),
+                    ..Default::default()
+                },
+                "",
+            ),
+            (
+                LogQuery {
+                    since_seconds: Some(2),
+                    ..Default::default()
+                },
+                "heartbeat 2\nheartbeat 3\n",
+            ),
+            (
+                LogQuery {
+                    previous: true,
+                    ..Default::default()
+                },
+                "old\n",
+            ),
+            (
+                LogQuery {
+                    limit_bytes: Some(6),
+                    ..Default::default()
+                },
+                "one\ntw",
+            ),
         ];
         for (q, want) in cases {
             assert_eq!(collect(p.clone(), q.clone()).await, want, "{q:?}");
@@ -320,7 +375,14 @@ mod tests {
     #[tokio::test]
     async fn timestamps_prefix_each_line_in_rfc3339_nanos() {
         let p = pod(Duration::from_millis(10), None);
-        let out = collect(p, LogQuery { timestamps: true, ..Default::default() }).await;
+        let out = collect(
+            p,
+            LogQuery {
+                timestamps: true,
+                ..Default::default()
+            },
+        )
+        .await;
         for line in out.lines() {
             let (ts, _) = line.split_once(' ').unwrap();
             assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
@@ -331,11 +393,17 @@ mod tests {
     async fn follow_yields_new_heartbeats_and_ends_when_the_pod_goes() {
         let p = pod(Duration::from_millis(0), Some(Duration::from_millis(20)));
         let c = p.containers[0].clone();
-        let q = LogQuery { follow: true, ..Default::default() };
+        let q = LogQuery {
+            follow: true,
+            ..Default::default()
+        };
         let mut s = Box::pin(stream(p.clone(), c, q, CancellationToken::new()));
         let mut seen = Vec::new();
         while seen.len() < 4 {
-            let b = tokio::time::timeout(Duration::from_secs(10), s.next()).await.unwrap().unwrap();
+            let b = tokio::time::timeout(Duration::from_secs(10), s.next())
+                .await
+                .unwrap()
+                .unwrap();
             seen.push(String::from_utf8(b.to_vec()).unwrap());
         }
         assert_eq!(seen, ["one\n", "two\n", "heartbeat 1\n", "heartbeat 2\n"]);
@@ -350,12 +418,31 @@ mod tests {
     #[test]
     fn query_parsing_rejects_what_the_api_server_rejects() {
         let p = |pairs: &[(&str, &str)]| {
-            LogQuery::parse(&pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect::<Vec<_>>())
+            LogQuery::parse(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect::<Vec<_>>(),
+            )
         };
-        let q = p(&[("container", "c"), ("follow", "true"), ("tailLines", "5"), ("timestamps", "true")]).unwrap();
-        assert_eq!((q.container.as_str(), q.follow, q.tail_lines, q.timestamps), ("c", true, Some(5), true));
+        let q = p(&[
+            ("container", "c"),
+            ("follow", "true"),
+            ("tailLines", "5"),
+            ("timestamps", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (q.container.as_str(), q.follow, q.tail_lines, q.timestamps),
+            ("c", true, Some(5), true)
+        );
         assert_eq!(p(&[("sinceSeconds", "0")]).unwrap_err().code, 422);
         assert_eq!(p(&[("tailLines", "x")]).unwrap_err().code, 400);
-        assert_eq!(p(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-01T00:00:00Z")]).unwrap_err().code, 422);
+        assert_eq!(
+            p(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-01T00:00:00Z")])
+                .unwrap_err()
+                .code,
+            422
+        );
     }
 }

@@ -28,6 +28,7 @@ mod handler;
 mod identity;
 mod kubeconfig;
 mod logs;
+mod object;
 mod portforward;
 mod rbac;
 mod request;
@@ -130,7 +131,12 @@ impl Cluster {
         }
         let mut sources = self.rbac_files.clone();
         let none = selector::Selector::default();
-        for resource in ["roles", "clusterroles", "rolebindings", "clusterrolebindings"] {
+        for resource in [
+            "roles",
+            "clusterroles",
+            "rolebindings",
+            "clusterrolebindings",
+        ] {
             if let Some(t) = discovery::lookup("rbac.authorization.k8s.io", "v1", resource) {
                 let (items, _) = self.store.list(t, "", &none, &none);
                 for item in items {
@@ -160,7 +166,11 @@ pub struct Prepared {
 
 /// Build the cluster for a listener bound at `addr`: state directory, CA and server
 /// certificate, tokens, RBAC, audit log, kubeconfig.
-pub fn prepare(opts: Options, addr: SocketAddr, shutdown: CancellationToken) -> Result<Prepared, DevclusterError> {
+pub fn prepare(
+    opts: Options,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<Prepared, DevclusterError> {
     check_loopback(addr)?;
     let state = |path: &Path| {
         let path = path.to_owned();
@@ -170,7 +180,10 @@ pub fn prepare(opts: Options, addr: SocketAddr, shutdown: CancellationToken) -> 
     let material = tls::prepare(&opts.state_dir, &[addr.ip()])?;
     let tokens = load_tokens(&opts.state_dir)?;
     let rbac_sources = if opts.rbac_files.is_empty() {
-        vec![("built-in demo RBAC".to_owned(), rbac::DEMO_RBAC_YAML.to_owned())]
+        vec![(
+            "built-in demo RBAC".to_owned(),
+            rbac::DEMO_RBAC_YAML.to_owned(),
+        )]
     } else {
         opts.rbac_files
     };
@@ -187,14 +200,18 @@ pub fn prepare(opts: Options, addr: SocketAddr, shutdown: CancellationToken) -> 
         SocketAddr::V4(a) => format!("https://{a}"),
         SocketAddr::V6(a) => format!("https://[{}]:{}", a.ip(), a.port()),
     };
-    let kubeconfig = kubeconfig::render(&url, &material.ca_pem, &tokens).map_err(|e| DevclusterError::Kubeconfig {
-        path: opts.kubeconfig_out.clone().unwrap_or_default(),
-        message: e.to_string(),
+    let kubeconfig = kubeconfig::render(&url, &material.ca_pem, &tokens).map_err(|e| {
+        DevclusterError::Kubeconfig {
+            path: opts.kubeconfig_out.clone().unwrap_or_default(),
+            message: e.to_string(),
+        }
     })?;
     if let Some(path) = &opts.kubeconfig_out {
-        write_file_atomic(path, kubeconfig.as_bytes(), 0o600).map_err(|e| DevclusterError::Kubeconfig {
-            path: path.clone(),
-            message: e.to_string(),
+        write_file_atomic(path, kubeconfig.as_bytes(), 0o600).map_err(|e| {
+            DevclusterError::Kubeconfig {
+                path: path.clone(),
+                message: e.to_string(),
+            }
         })?;
     }
     let cluster = Arc::new(Cluster {
@@ -242,7 +259,10 @@ fn load_tokens(dir: &Path) -> Result<authn::Tokens, DevclusterError> {
 /// Write a file by renaming a fully written temporary file over it, with `mode`.
 pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
@@ -294,10 +314,15 @@ pub async fn serve(listener: TcpListener, prepared: Prepared) {
                 Err(_) => return,
             };
             let stop = cluster.shutdown.clone();
-            let svc = hyper::service::service_fn(move |req| handler::handle(cluster.clone(), peer, req));
+            let svc =
+                hyper::service::service_fn(move |req| handler::handle(cluster.clone(), peer, req));
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(tls), svc).with_upgrades();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT);
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -190,11 +190,11 @@ async fn read_client<S>(
             tracing::trace!(id, "data for an unknown port");
             continue;
         };
-        if let Some(tx) = slot {
-            if tx.send(bytes.slice(1..)).await.is_err() {
-                // The port is done: drop what the client still sends.
-                *slot = None;
-            }
+        if let Some(tx) = slot
+            && tx.send(bytes.slice(1..)).await.is_err()
+        {
+            // The port is done: drop what the client still sends.
+            *slot = None;
         }
     }
 }

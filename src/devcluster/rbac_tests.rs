@@ -212,12 +212,7 @@ const IMPERSONATION_FIXTURE: &str = r#"
  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: impersonate-sa}, subjects: [{kind: User, name: gw}]}
 "#;
 
-fn request(
-    user: &str,
-    groups: &[&str],
-    uid: &str,
-    extra: &[(&str, &str)],
-) -> ImpersonationRequest {
+fn request(user: &str, groups: &[&str], uid: &str, extra: &[(&str, &str)]) -> ImpersonationRequest {
     let mut req = ImpersonationRequest {
         user: Some(user.to_owned()).filter(|u| !u.is_empty()),
         uid: Some(uid.to_owned()).filter(|u| !u.is_empty()),
@@ -309,9 +304,8 @@ fn demo_rbac_grants_what_it_says() {
         rbac.summary(),
         "1 Roles, 3 ClusterRoles, 3 RoleBindings, 2 ClusterRoleBindings"
     );
-    let gateway = user(
-        "system:serviceaccount:podgate:podgate|system:serviceaccounts,system:authenticated",
-    );
+    let gateway =
+        user("system:serviceaccount:podgate:podgate|system:serviceaccounts,system:authenticated");
     let req = request(
         "alice",
         &["jit:oncall:payments"],

@@ -92,22 +92,89 @@ mod tests {
     #[test]
     fn paths_read_like_request_info() {
         let cases = [
-            (Method::GET, "/api/v1/pods", false, r("list", "", "", "pods", "", "")),
-            (Method::GET, "/api/v1/namespaces/a/pods", false, r("list", "", "a", "pods", "", "")),
-            (Method::GET, "/api/v1/namespaces/a/pods", true, r("watch", "", "a", "pods", "", "")),
-            (Method::GET, "/api/v1/namespaces/a/pods/p", false, r("get", "", "a", "pods", "p", "")),
-            (Method::GET, "/api/v1/namespaces/a/pods/p/exec", false, r("get", "", "a", "pods", "p", "exec")),
-            (Method::POST, "/api/v1/namespaces/a/pods/p/exec", false, r("create", "", "a", "pods", "p", "exec")),
-            (Method::GET, "/api/v1/namespaces", false, r("list", "", "", "namespaces", "", "")),
-            (Method::GET, "/api/v1/namespaces/a", false, r("get", "", "a", "namespaces", "a", "")),
-            (Method::DELETE, "/apis/apps/v1/namespaces/a/deployments/d", false, r("delete", "apps", "a", "deployments", "d", "")),
-            (Method::DELETE, "/apis/apps/v1/namespaces/a/deployments", false, r("deletecollection", "apps", "a", "deployments", "", "")),
-            (Method::PATCH, "/apis/rbac.authorization.k8s.io/v1/clusterroles/x", false, r("patch", "rbac.authorization.k8s.io", "", "clusterroles", "x", "")),
+            (
+                Method::GET,
+                "/api/v1/pods",
+                false,
+                r("list", "", "", "pods", "", ""),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods",
+                false,
+                r("list", "", "a", "pods", "", ""),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods",
+                true,
+                r("watch", "", "a", "pods", "", ""),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods/p",
+                false,
+                r("get", "", "a", "pods", "p", ""),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods/p/exec",
+                false,
+                r("get", "", "a", "pods", "p", "exec"),
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/a/pods/p/exec",
+                false,
+                r("create", "", "a", "pods", "p", "exec"),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces",
+                false,
+                r("list", "", "", "namespaces", "", ""),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a",
+                false,
+                r("get", "", "a", "namespaces", "a", ""),
+            ),
+            (
+                Method::DELETE,
+                "/apis/apps/v1/namespaces/a/deployments/d",
+                false,
+                r("delete", "apps", "a", "deployments", "d", ""),
+            ),
+            (
+                Method::DELETE,
+                "/apis/apps/v1/namespaces/a/deployments",
+                false,
+                r("deletecollection", "apps", "a", "deployments", "", ""),
+            ),
+            (
+                Method::PATCH,
+                "/apis/rbac.authorization.k8s.io/v1/clusterroles/x",
+                false,
+                r(
+                    "patch",
+                    "rbac.authorization.k8s.io",
+                    "",
+                    "clusterroles",
+                    "x",
+                    "",
+                ),
+            ),
             (Method::GET, "/api", false, Target::NonResource),
             (Method::GET, "/api/v1", false, Target::NonResource),
             (Method::GET, "/apis/apps/v1", false, Target::NonResource),
             (Method::GET, "/version", false, Target::NonResource),
-            (Method::GET, "/api/v1/namespaces/a/pods/p/exec/extra", false, Target::NonResource),
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods/p/exec/extra",
+                false,
+                Target::NonResource,
+            ),
         ];
         for (m, path, watch, want) in cases {
             assert_eq!(parse(&m, path, watch), want, "{m} {path}");

@@ -76,9 +76,9 @@ fn split_terms(text: &str) -> Result<Vec<&str>, String> {
         match c {
             '(' => depth += 1,
             ')' => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| format!("unable to parse requirement: unbalanced ')' in {text:?}"))?
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    format!("unable to parse requirement: unbalanced ')' in {text:?}")
+                })?
             }
             ',' if depth == 0 => {
                 out.push(text.get(start..i).unwrap_or(""));
@@ -88,7 +88,9 @@ fn split_terms(text: &str) -> Result<Vec<&str>, String> {
         }
     }
     if depth != 0 {
-        return Err(format!("unable to parse requirement: unbalanced '(' in {text:?}"));
+        return Err(format!(
+            "unable to parse requirement: unbalanced '(' in {text:?}"
+        ));
     }
     out.push(text.get(start..).unwrap_or(""));
     Ok(out)
@@ -106,7 +108,9 @@ fn parse_term(term: &str, sets_allowed: bool) -> Result<Requirement, String> {
         return Ok(Requirement::Equals(key(k, term)?, value(v, term)?));
     }
     if !sets_allowed {
-        return Err(format!("invalid selector: {term:?}; only =, == and != are supported"));
+        return Err(format!(
+            "invalid selector: {term:?}; only =, == and != are supported"
+        ));
     }
     if let Some(k) = term.strip_prefix('!') {
         return Ok(Requirement::NotExists(key(k, term)?));
@@ -137,21 +141,28 @@ fn key(k: &str, term: &str) -> Result<String, String> {
     let k = k.trim();
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
     if ok {
         Ok(k.to_owned())
     } else {
-        Err(format!("unable to parse requirement: invalid key in {term:?}"))
+        Err(format!(
+            "unable to parse requirement: invalid key in {term:?}"
+        ))
     }
 }
 
 fn value(v: &str, term: &str) -> Result<String, String> {
     let v = v.trim();
-    let ok = v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let ok = v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(v.to_owned())
     } else {
-        Err(format!("unable to parse requirement: invalid value in {term:?}"))
+        Err(format!(
+            "unable to parse requirement: invalid value in {term:?}"
+        ))
     }
 }
 
@@ -160,7 +171,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]

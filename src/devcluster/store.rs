@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::discovery::{self, ResourceType};
 use super::fixture::{Fixture, Phase, Serve};
 use super::selector::Selector;
+use super::object::{check_kind, fields_of, find_container, labels_of, merge_patch, object_name};
+pub use super::object::{SUPPORTED_FIELDS, str_at};
 use super::status::ApiError;
 
 /// Namespaces every cluster has.
@@ -58,7 +60,10 @@ impl PodRuntime {
                 many => Err(ApiError::bad_request(format!(
                     "a container name must be specified for pod {}, choose one of: [{}]",
                     self.name,
-                    many.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ")
+                    many.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ))),
             };
         }
@@ -212,7 +217,11 @@ impl Store {
                 s
             })
             .collect();
-        let ready = if phase == Phase::Running { "True" } else { "False" };
+        let ready = if phase == Phase::Running {
+            "True"
+        } else {
+            "False"
+        };
         let status = json!({
             "phase": phase.as_str(),
             "conditions": [
@@ -239,7 +248,8 @@ impl Store {
             spec.entry("restartPolicy").or_insert(json!("Always"));
             spec.entry("serviceAccountName").or_insert(json!("default"));
             spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-            spec.entry("schedulerName").or_insert(json!("default-scheduler"));
+            spec.entry("schedulerName")
+                .or_insert(json!("default-scheduler"));
         }
         if let Some(obj) = object.as_object_mut() {
             obj.insert("status".into(), status);
@@ -453,7 +463,12 @@ impl Store {
     }
 
     /// Delete an object; deleting a namespace deletes everything in it.
-    pub fn delete(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let key = (namespace.to_owned(), name.to_owned());
         let removed = inner
@@ -461,16 +476,21 @@ impl Store {
             .get_mut(&type_index(rt))
             .and_then(|m| m.remove(&key))
             .ok_or_else(|| ApiError::not_found(rt.group, rt.resource, name))?;
-        if rt.resource == "pods" {
-            if let Some(p) = inner.pods.remove(&key) {
-                p.deleted.cancel();
-            }
+        if rt.resource == "pods"
+            && let Some(p) = inner.pods.remove(&key)
+        {
+            p.deleted.cancel();
         }
         if rt.resource == "namespaces" {
             for m in inner.objects.values_mut() {
                 m.retain(|(ns, _), _| ns != name);
             }
-            let gone: Vec<Key> = inner.pods.keys().filter(|(ns, _)| ns == name).cloned().collect();
+            let gone: Vec<Key> = inner
+                .pods
+                .keys()
+                .filter(|(ns, _)| ns == name)
+                .cloned()
+                .collect();
             for k in gone {
                 if let Some(p) = inner.pods.remove(&k) {
                     p.deleted.cancel();
@@ -512,109 +532,6 @@ fn insert_namespace(
     object
 }
 
-/// The string at a JSON path, or "".
-pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
-    let mut cur = v;
-    for p in path {
-        match cur.get(p) {
-            Some(next) => cur = next,
-            None => return "",
-        }
-    }
-    cur.as_str().unwrap_or("")
-}
-
-fn find_container<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
-    pod.get("spec")?
-        .get("containers")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
-}
-
-fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v.get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The fields the API server supports in field selectors for the types we serve.
-fn fields_of(v: &Value) -> BTreeMap<String, String> {
-    let mut f = BTreeMap::new();
-    for (key, path) in [
-        ("metadata.name", &["metadata", "name"][..]),
-        ("metadata.namespace", &["metadata", "namespace"][..]),
-        ("status.phase", &["status", "phase"][..]),
-        ("spec.nodeName", &["spec", "nodeName"][..]),
-    ] {
-        let s = str_at(v, path);
-        if !s.is_empty() {
-            f.insert(key.to_owned(), s.to_owned());
-        }
-    }
-    f
-}
-
-/// Field selector keys the list endpoints accept.
-pub const SUPPORTED_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.phase", "spec.nodeName"];
-
-fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
-    if !body.is_object() {
-        return Err(ApiError::bad_request("the request body is not a JSON object"));
-    }
-    let kind = str_at(body, &["kind"]);
-    let api_version = str_at(body, &["apiVersion"]);
-    if (!kind.is_empty() && kind != rt.kind)
-        || (!api_version.is_empty() && api_version != rt.api_version())
-    {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({}) or kind {kind:?} is not {:?}",
-            rt.api_version(),
-            rt.kind
-        )));
-    }
-    Ok(())
-}
-
-/// The object's name, generating one from `generateName` as the API server does.
-fn object_name(body: &mut Value) -> Result<String, ApiError> {
-    let name = str_at(body, &["metadata", "name"]).to_owned();
-    let generate = str_at(body, &["metadata", "generateName"]).to_owned();
-    let name = if name.is_empty() && !generate.is_empty() {
-        let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().take(5).collect();
-        format!("{generate}{suffix}")
-    } else {
-        name
-    };
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':');
-    if !valid {
-        return Err(ApiError::invalid(format!(
-            "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"
-        )));
-    }
-    match body.get_mut("metadata").and_then(Value::as_object_mut) {
-        Some(meta) => {
-            meta.insert("name".into(), json!(name));
-        }
-        None => {
-            if let Some(obj) = body.as_object_mut() {
-                obj.insert("metadata".into(), json!({"name": name}));
-            }
-        }
-    }
-    Ok(name)
-}
-
 fn containers_of(pod: &Value) -> Result<Vec<ContainerRuntime>, ApiError> {
     let list = pod
         .get("spec")
@@ -639,107 +556,6 @@ fn containers_of(pod: &Value) -> Result<Vec<ContainerRuntime>, ApiError> {
         .collect()
 }
 
-/// JSON merge patch (RFC 7386).
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Some(patch_obj) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Some(t) = target.as_object_mut() {
-        for (k, v) in patch_obj {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> Store {
-        Store::new(&Fixture::demo().unwrap(), CancellationToken::new())
-    }
-
-    #[test]
-    fn fixture_pods_look_like_real_pods() {
-        let s = store();
-        let pod = s.get(core("pods"), "payments", "payments-api-0").unwrap();
-        assert_eq!(pod["status"]["phase"], "Running");
-        assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
-        assert_eq!(pod["spec"]["nodeName"], NODE_NAME);
-        assert!(pod["status"]["podIP"].as_str().unwrap().starts_with("10.244."));
-        let restarted = s.get(core("pods"), "payments", "payments-api-1").unwrap();
-        assert_eq!(restarted["status"]["containerStatuses"][0]["restartCount"], 1);
-    }
-
-    #[test]
-    fn list_filters_by_namespace_and_selectors() {
-        let s = store();
-        let all = Selector::default();
-        let (every, _) = s.list(core("pods"), "", &all, &all);
-        let (payments, _) = s.list(core("pods"), "payments", &all, &all);
-        assert!(every.len() > payments.len());
-        let worker = Selector::parse_labels("app=payments-worker").unwrap();
-        let (w, _) = s.list(core("pods"), "", &worker, &all);
-        assert_eq!(w.len(), 1);
-        let done = Selector::parse_fields("status.phase=Succeeded").unwrap();
-        let (d, _) = s.list(core("pods"), "", &all, &done);
-        assert_eq!(d.len(), 1);
-    }
-
-    #[test]
-    fn create_get_patch_delete_round_trip() {
-        let s = store();
-        let svc = discovery::lookup("", "v1", "services").unwrap();
-        let body = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"generateName": "gw-"}, "spec": {"ports": [{"port": 22}]}});
-        let made = s.create(svc, "podgate", body).unwrap();
-        let name = made["metadata"]["name"].as_str().unwrap().to_owned();
-        assert!(name.starts_with("gw-"));
-        assert_eq!(made["metadata"]["namespace"], "podgate");
-        let again = json!({"metadata": {"name": name}});
-        assert_eq!(s.create(svc, "podgate", again).unwrap_err().code, 409);
-        let patched = s
-            .update(svc, "podgate", &name, json!({"metadata": {"labels": {"a": "b"}}}), true)
-            .unwrap();
-        assert_eq!(patched["metadata"]["labels"]["a"], "b");
-        s.delete(svc, "podgate", &name).unwrap();
-        assert_eq!(s.get(svc, "podgate", &name).unwrap_err().code, 404);
-        assert_eq!(
-            s.create(svc, "nope", json!({"metadata": {"name": "x"}})).unwrap_err().code,
-            404
-        );
-    }
-
-    #[test]
-    fn deleting_a_pod_cancels_its_streams_and_created_pods_run() {
-        let s = store();
-        let pods = core("pods");
-        let made = s
-            .create(pods, "default", json!({"metadata": {"name": "gw"}, "spec": {"containers": [{"name": "podgate", "image": "podgate"}]}}))
-            .unwrap();
-        assert_eq!(made["status"]["phase"], "Running");
-        let rt = s.pod("default", "gw").unwrap();
-        assert!(!rt.deleted.is_cancelled());
-        s.delete(pods, "default", "gw").unwrap();
-        assert!(rt.deleted.is_cancelled());
-        assert!(s.pod("default", "gw").is_none());
-    }
-
-    #[test]
-    fn container_resolution_matches_the_api_server() {
-        let s = store();
-        let worker = s.pod("payments", "payments-worker-0").unwrap();
-        let err = worker.container("").unwrap_err();
-        assert!(err.message.contains("choose one of: [worker metrics]"), "{}", err.message);
-        assert!(worker.container("nope").unwrap_err().message.contains("is not valid for pod"));
-        let api = s.pod("payments", "payments-api-0").unwrap();
-        assert_eq!(api.container("").unwrap().name, "api");
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::Cluster;
 use super::channel::Protocol;
+use super::exec::{self, ExecRequest};
 use super::fixture::{Phase, Serve};
 use super::handler::Body;
 use super::logs::{self, LogQuery};
@@ -31,7 +32,6 @@ use super::portforward::{self, Backend, PortForwardRequest};
 use super::request::ResourceRequest;
 use super::status::ApiError;
 use super::store::PodRuntime;
-use super::exec::{self, ExecRequest};
 
 /// Largest websocket message accepted from a client.
 const MAX_WS_MESSAGE: usize = 4 * 1024 * 1024;
@@ -71,7 +71,11 @@ where
     r
 }
 
-pub fn logs(cluster: &Arc<Cluster>, r: &ResourceRequest, params: &[(String, String)]) -> Result<Response<Body>, ApiError> {
+pub fn logs(
+    cluster: &Arc<Cluster>,
+    r: &ResourceRequest,
+    params: &[(String, String)],
+) -> Result<Response<Body>, ApiError> {
     if r.verb != "get" {
         return Err(ApiError::method_not_allowed("pods/log only supports get"));
     }
@@ -80,17 +84,25 @@ pub fn logs(cluster: &Arc<Cluster>, r: &ResourceRequest, params: &[(String, Stri
     let container = pod.container(&q.container)?.clone();
     logs::check(&pod, &container, &q)?;
     let stop = cluster.shutdown.clone();
-    Ok(streaming_body("text/plain", logs::stream(pod, container, q, stop)))
+    Ok(streaming_body(
+        "text/plain",
+        logs::stream(pod, container, q, stop),
+    ))
 }
 
-pub fn watch(cluster: &Arc<Cluster>, items: Vec<Value>, params: &[(String, String)]) -> Response<Body> {
+pub fn watch(
+    cluster: &Arc<Cluster>,
+    items: Vec<Value>,
+    params: &[(String, String)],
+) -> Response<Body> {
     let timeout = value(params, "timeoutSeconds")
         .parse::<u64>()
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_WATCH);
     let stop = cluster.shutdown.clone();
     let initial = futures::stream::iter(items.into_iter().map(|o| {
-        let mut line = serde_json::to_vec(&json!({"type": "ADDED", "object": o})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": "ADDED", "object": o})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }));
@@ -162,7 +174,9 @@ where
                 let mut config = WebSocketConfig::default();
                 config.max_message_size = Some(MAX_WS_MESSAGE);
                 config.max_frame_size = Some(MAX_WS_MESSAGE);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(config)).await;
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(config))
+                        .await;
                 serve(ws, chosen).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -176,7 +190,10 @@ where
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(chosen.name()));
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(chosen.name()),
+    );
     Ok(r)
 }
 
@@ -214,14 +231,21 @@ pub fn exec(
         flag(params, "tty"),
     );
     if !(stdin || stdout || stderr) {
-        return Err(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
+        return Err(ApiError::bad_request(
+            "you must specify at least 1 of stdin, stdout, stderr",
+        ));
     }
     if tty && stderr {
         return Err(ApiError::bad_request("tty and stderr cannot both be true"));
     }
-    let workdir = cluster.sandbox_root.join(&pod.namespace).join(&pod.name).join(&container);
-    std::fs::create_dir_all(&workdir)
-        .map_err(|e| ApiError::internal(format!("creating the sandbox {}: {e}", workdir.display())))?;
+    let workdir = cluster
+        .sandbox_root
+        .join(&pod.namespace)
+        .join(&pod.name)
+        .join(&container);
+    std::fs::create_dir_all(&workdir).map_err(|e| {
+        ApiError::internal(format!("creating the sandbox {}: {e}", workdir.display()))
+    })?;
     let request = ExecRequest {
         command,
         stdin,
@@ -237,9 +261,12 @@ pub fn exec(
         ],
     };
     let stop = pod.deleted.clone();
-    upgrade(cluster, req, &[Protocol::V5, Protocol::V4], move |ws, proto| {
-        exec::serve(ws, proto, request, stop)
-    })
+    upgrade(
+        cluster,
+        req,
+        &[Protocol::V5, Protocol::V4],
+        move |ws, proto| exec::serve(ws, proto, request, stop),
+    )
 }
 
 pub fn portforward(
@@ -271,7 +298,9 @@ pub fn portforward(
         return Err(ApiError::bad_request("at least one port must be specified"));
     }
     if ports.len() > 128 {
-        return Err(ApiError::bad_request("at most 128 ports may be forwarded at once"));
+        return Err(ApiError::bad_request(
+            "at most 128 ports may be forwarded at once",
+        ));
     }
     let backends = ports
         .into_iter()

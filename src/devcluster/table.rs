@@ -10,7 +10,10 @@ use super::store::str_at;
 
 /// Whether the Accept header asks for a Table.
 pub fn wanted(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn column(name: &str, format: &str, priority: u8, description: &str) -> Value {
@@ -19,20 +22,66 @@ fn column(name: &str, format: &str, priority: u8, description: &str) -> Value {
 
 /// Build a Table of `items` (objects of `resource`). `include` is the `includeObject`
 /// query parameter: `None`, `Metadata` (default) or `Object`.
-pub fn build(resource: &str, items: &[Value], resource_version: &str, include: &str, now: SystemTime) -> Value {
+pub fn build(
+    resource: &str,
+    items: &[Value],
+    resource_version: &str,
+    include: &str,
+    now: SystemTime,
+) -> Value {
     let name_col = column("Name", "name", 0, "Name must be unique within a namespace.");
-    let age_col = column("Age", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+    let age_col = column(
+        "Age",
+        "",
+        0,
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    );
     let columns = match resource {
         "pods" => vec![
             name_col,
-            column("Ready", "", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            column("Status", "", 0, "The aggregate status of the containers in this pod."),
-            column("Restarts", "", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            column(
+                "Ready",
+                "",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            column(
+                "Status",
+                "",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            column(
+                "Restarts",
+                "",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
             age_col,
-            column("IP", "", 1, "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
-            column("Node", "", 1, "NodeName is a request to schedule this pod onto a specific node."),
-            column("Nominated Node", "", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
-            column("Readiness Gates", "", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+            column(
+                "IP",
+                "",
+                1,
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+            ),
+            column(
+                "Node",
+                "",
+                1,
+                "NodeName is a request to schedule this pod onto a specific node.",
+            ),
+            column(
+                "Nominated Node",
+                "",
+                1,
+                "nominatedNodeName is set only when this pod preempts other pods on the node.",
+            ),
+            column(
+                "Readiness Gates",
+                "",
+                1,
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+            ),
         ],
         "namespaces" => vec![
             name_col,
@@ -89,7 +138,10 @@ fn pod_cells(pod: &Value, name: &str, age: &str) -> Value {
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
     let ready = statuses.iter().filter(|s| s["ready"] == true).count();
-    let restarts: u64 = statuses.iter().filter_map(|s| s["restartCount"].as_u64()).sum();
+    let restarts: u64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_u64())
+        .sum();
     let phase = str_at(pod, &["status", "phase"]);
     // As pkg/printers/internalversion printPod: a waiting or terminated container's reason
     // replaces the phase.
@@ -195,9 +247,24 @@ mod tests {
                 {"ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
         let now = humantime::parse_rfc3339("2026-01-01T00:00:30Z").unwrap();
         let t = build("pods", &[pod], "7", "Metadata", now);
-        assert_eq!(t["rows"][0]["cells"], json!(["p", "1/2", "CrashLoopBackOff", "3", "30s", "10.0.0.1", "n", "<none>", "<none>"]));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "p",
+                "1/2",
+                "CrashLoopBackOff",
+                "3",
+                "30s",
+                "10.0.0.1",
+                "n",
+                "<none>",
+                "<none>"
+            ])
+        );
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
-        assert!(wanted("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(wanted(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wanted("application/json"));
     }
 }

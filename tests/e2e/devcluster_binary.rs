@@ -45,7 +45,10 @@ async fn readme_quick_start_works() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(first.starts_with("podgate devcluster: serving https://127.0.0.1:"), "{first}");
+    assert!(
+        first.starts_with("podgate devcluster: serving https://127.0.0.1:"),
+        "{first}"
+    );
 
     let mut kubectl = tokio::process::Command::new("kubectl");
     kubectl

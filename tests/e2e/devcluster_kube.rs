@@ -18,10 +18,17 @@ async fn within<T>(f: impl Future<Output = T>) -> T {
 async fn exec_without_tty_keeps_streams_apart() {
     let c = TestCluster::start().await;
     let pods: Api<Pod> = Api::namespaced(c.kube_client("admin").await, "payments");
-    let ap = AttachParams::default().stdin(true).stdout(true).stderr(true);
-    let mut p = within(pods.exec("payments-api-0", ["sh", "-c", "cat; echo done >&2; exit 5"], &ap))
-        .await
-        .unwrap();
+    let ap = AttachParams::default()
+        .stdin(true)
+        .stdout(true)
+        .stderr(true);
+    let mut p = within(pods.exec(
+        "payments-api-0",
+        ["sh", "-c", "cat; echo done >&2; exit 5"],
+        &ap,
+    ))
+    .await
+    .unwrap();
     let mut stdin = p.stdin().unwrap();
     let mut stdout = p.stdout().unwrap();
     let mut stderr = p.stderr().unwrap();
@@ -59,7 +66,12 @@ async fn exec_with_tty_observes_resize() {
     let mut sizes = p.terminal_size().unwrap();
     let mut stdin = p.stdin().unwrap();
     let mut stdout = p.stdout().unwrap();
-    within(sizes.send(TerminalSize { width: 100, height: 40 })).await.unwrap();
+    within(sizes.send(TerminalSize {
+        width: 100,
+        height: 40,
+    }))
+    .await
+    .unwrap();
     // The resize and the stdin line travel separately inside kube-rs; ask until the size
     // the shell reports is the new one (each ask waits for its own answer).
     let mut seen = String::new();
@@ -82,7 +94,9 @@ async fn portforward_echo_and_http() {
     let c = TestCluster::start().await;
     let pods: Api<Pod> = Api::namespaced(c.kube_client("admin").await, "payments");
 
-    let mut pf = within(pods.portforward("payments-api-0", &[9000])).await.unwrap();
+    let mut pf = within(pods.portforward("payments-api-0", &[9000]))
+        .await
+        .unwrap();
     let stream = pf.take_stream(9000).unwrap();
     let (mut r, mut w) = tokio::io::split(stream);
     let mut data = vec![0u8; 1 << 20];
@@ -99,19 +113,28 @@ async fn portforward_echo_and_http() {
     drop((r, w));
     pf.abort();
 
-    let mut pf = within(pods.portforward("payments-api-0", &[8080])).await.unwrap();
+    let mut pf = within(pods.portforward("payments-api-0", &[8080]))
+        .await
+        .unwrap();
     let mut s = pf.take_stream(8080).unwrap();
-    within(s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")).await.unwrap();
+    within(s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .await
+        .unwrap();
     let mut resp = Vec::new();
     within(s.read_to_end(&mut resp)).await.unwrap();
     let resp = String::from_utf8(resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-    assert!(resp.ends_with("hello from payments/payments-api-0 port 8080\n"), "{resp}");
+    assert!(
+        resp.ends_with("hello from payments/payments-api-0 port 8080\n"),
+        "{resp}"
+    );
     drop(s);
     let _ = within(pf.join()).await;
 
     // A port nothing listens on reports the kubelet's error on the error channel.
-    let mut pf = within(pods.portforward("payments-api-0", &[7777])).await.unwrap();
+    let mut pf = within(pods.portforward("payments-api-0", &[7777]))
+        .await
+        .unwrap();
     let err = pf.take_error(7777).unwrap();
     let msg = within(err).await.unwrap_or_default();
     assert!(msg.contains("error forwarding port 7777"), "{msg}");
@@ -127,10 +150,17 @@ async fn log_stream_follows() {
         follow: true,
         ..Default::default()
     };
-    let stream = within(pods.log_stream("payments-api-0", &lp)).await.unwrap();
+    let stream = within(pods.log_stream("payments-api-0", &lp))
+        .await
+        .unwrap();
     let mut lines = stream.lines();
     let mut seen = Vec::new();
-    while seen.iter().filter(|l: &&String| l.starts_with("heartbeat")).count() < 2 {
+    while seen
+        .iter()
+        .filter(|l: &&String| l.starts_with("heartbeat"))
+        .count()
+        < 2
+    {
         let line = within(lines.try_next()).await.unwrap().unwrap();
         seen.push(line);
     }
@@ -152,7 +182,9 @@ async fn impersonation_in_the_client_config() {
         let opts = opts.clone();
         let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
         async move {
-            let mut config = kube::Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
+            let mut config = kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .unwrap();
             config.auth_info.impersonate = Some("alice@corp.example".into());
             config.auth_info.impersonate_groups = Some(groups);
             kube::Client::try_from(config).unwrap()
@@ -163,7 +195,9 @@ async fn impersonation_in_the_client_config() {
         .await
         .unwrap();
     let mut out = String::new();
-    within(p.stdout().unwrap().read_to_string(&mut out)).await.unwrap();
+    within(p.stdout().unwrap().read_to_string(&mut out))
+        .await
+        .unwrap();
     assert_eq!(out, "ok\n");
 
     let pods: Api<Pod> = Api::namespaced(as_user(&["jit:readonly"]).await, "payments");
@@ -174,7 +208,11 @@ async fn impersonation_in_the_client_config() {
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 403);
-            assert!(s.message.contains("cannot get resource \"pods/exec\""), "{}", s.message);
+            assert!(
+                s.message.contains("cannot get resource \"pods/exec\""),
+                "{}",
+                s.message
+            );
         }
         other => panic!("unexpected error {other:?}"),
     }

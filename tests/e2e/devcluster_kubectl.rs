@@ -18,20 +18,45 @@ async fn get_pods_all_namespaces_looks_like_a_real_cluster() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let header: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
-    let row = stdout.lines().find(|l| l.contains("payments-api-0")).unwrap();
+    assert_eq!(
+        header,
+        ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("payments-api-0"))
+        .unwrap();
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cells[..5], ["payments", "payments-api-0", "1/1", "Running", "0"]);
+    assert_eq!(
+        &cells[..5],
+        ["payments", "payments-api-0", "1/1", "Running", "0"]
+    );
     assert!(stdout.contains("checkout-web-0"));
-    assert!(stdout.lines().any(|l| l.contains("payments-worker-0") && l.contains("2/2")));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("payments-worker-0") && l.contains("2/2"))
+    );
 
     let mut cmd = c.kubectl();
-    cmd.args(["get", "pods", "-n", "payments", "-o", "wide", "-l", "app=payments-api"]);
+    cmd.args([
+        "get",
+        "pods",
+        "-n",
+        "payments",
+        "-o",
+        "wide",
+        "-l",
+        "app=payments-api",
+    ]);
     let out = run(cmd, None).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.lines().next().unwrap().contains("IP"), "{stdout}");
-    assert!(stdout.contains("devcluster") && stdout.contains("10.244."), "{stdout}");
+    assert!(
+        stdout.contains("devcluster") && stdout.contains("10.244."),
+        "{stdout}"
+    );
     assert_eq!(stdout.lines().count(), 2, "label selector: {stdout}");
 }
 
@@ -40,7 +65,15 @@ async fn get_pods_all_namespaces_looks_like_a_real_cluster() {
 async fn get_pod_yaml_has_spec_and_status() {
     let c = TestCluster::start().await;
     let mut cmd = c.kubectl();
-    cmd.args(["get", "pod", "payments-api-0", "-n", "payments", "-o", "json"]);
+    cmd.args([
+        "get",
+        "pod",
+        "payments-api-0",
+        "-n",
+        "payments",
+        "-o",
+        "json",
+    ]);
     let out = run(cmd, None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -48,10 +81,21 @@ async fn get_pod_yaml_has_spec_and_status() {
     assert_eq!(pod["status"]["phase"], "Running");
     assert_eq!(pod["status"]["containerStatuses"][0]["name"], "api");
     assert!(pod["status"]["startTime"].is_string());
-    assert_eq!(pod["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        pod["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
 
     let mut cmd = c.kubectl();
-    cmd.args(["get", "pod", "payments-api-0", "-n", "payments", "-o", "yaml"]);
+    cmd.args([
+        "get",
+        "pod",
+        "payments-api-0",
+        "-n",
+        "payments",
+        "-o",
+        "yaml",
+    ]);
     let out = run(cmd, None).await;
     assert!(text(&out.stdout).contains("phase: Running"));
 
@@ -79,7 +123,15 @@ async fn logs_and_tail() {
     assert_eq!(text(&out.stdout), "worker up\n");
 
     let mut cmd = c.kubectl();
-    cmd.args(["logs", "-n", "payments", "payments-worker-0", "-c", "metrics", "--timestamps"]);
+    cmd.args([
+        "logs",
+        "-n",
+        "payments",
+        "payments-worker-0",
+        "-c",
+        "metrics",
+        "--timestamps",
+    ]);
     let out = run(cmd, None).await;
     let line = text(&out.stdout);
     let (ts, rest) = line.trim_end().split_once(' ').unwrap();
@@ -90,7 +142,10 @@ async fn logs_and_tail() {
     cmd.args(["logs", "-n", "payments", "payments-api-0", "--previous"]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("previous terminated container \"api\" in pod \"payments-api-0\" not found"));
+    assert!(
+        text(&out.stderr)
+            .contains("previous terminated container \"api\" in pod \"payments-api-0\" not found")
+    );
 }
 
 /// `kubectl logs -f` receives heartbeat lines as they are written.
@@ -106,7 +161,12 @@ async fn logs_follow_streams_heartbeats() {
     let mut seen = Vec::new();
     tokio::time::timeout(DEADLINE, async {
         while let Some(l) = lines.next_line().await.unwrap() {
-            let done = l.starts_with("heartbeat ") && seen.iter().filter(|s: &&String| s.starts_with("heartbeat ")).count() >= 2;
+            let done = l.starts_with("heartbeat ")
+                && seen
+                    .iter()
+                    .filter(|s: &&String| s.starts_with("heartbeat "))
+                    .count()
+                    >= 2;
             seen.push(l);
             if done {
                 break;
@@ -120,7 +180,10 @@ async fn logs_follow_streams_heartbeats() {
         .filter_map(|l| l.strip_prefix("heartbeat ")?.parse().ok())
         .collect();
     assert!(beats.len() >= 3, "{seen:?}");
-    assert!(beats.windows(2).all(|w| w[1] == w[0] + 1), "numbered in order: {seen:?}");
+    assert!(
+        beats.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbered in order: {seen:?}"
+    );
     child.kill().await.unwrap();
 }
 
@@ -129,39 +192,92 @@ async fn logs_follow_streams_heartbeats() {
 async fn exec_output_stdin_and_exit_status() {
     let c = TestCluster::start().await;
     let mut cmd = c.kubectl();
-    cmd.args(["exec", "-n", "payments", "payments-api-0", "--", "echo", "hello world"]);
+    cmd.args([
+        "exec",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "echo",
+        "hello world",
+    ]);
     let out = run(cmd, None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello world\n");
 
     let mut cmd = c.kubectl();
-    cmd.args(["exec", "-i", "-n", "payments", "payments-api-0", "--", "cat"]);
+    cmd.args([
+        "exec",
+        "-i",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "cat",
+    ]);
     let input: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let out = run(cmd, Some(&input)).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(out.stdout, input);
 
     let mut cmd = c.kubectl();
-    cmd.args(["exec", "-n", "payments", "payments-api-0", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    cmd.args([
+        "exec",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "out\n");
     let stderr = text(&out.stderr);
     assert!(stderr.starts_with("err\n"), "{stderr}");
-    assert!(stderr.contains("command terminated with exit code 3"), "{stderr}");
+    assert!(
+        stderr.contains("command terminated with exit code 3"),
+        "{stderr}"
+    );
 
     let mut cmd = c.kubectl();
-    cmd.args(["exec", "-n", "payments", "payments-api-0", "--", "sh", "-c", "echo $POD_NAMESPACE/$POD_NAME; pwd"]);
+    cmd.args([
+        "exec",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "sh",
+        "-c",
+        "echo $POD_NAMESPACE/$POD_NAME; pwd",
+    ]);
     let out = run(cmd, None).await;
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("payments/payments-api-0\n"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("sandbox/payments/payments-api-0/api"), "{stdout}");
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("sandbox/payments/payments-api-0/api"),
+        "{stdout}"
+    );
 
     let mut cmd = c.kubectl();
-    cmd.args(["exec", "-n", "payments", "payments-api-0", "--", "no-such-binary"]);
+    cmd.args([
+        "exec",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "no-such-binary",
+    ]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("executable file not found in $PATH"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("executable file not found in $PATH"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `kubectl exec -it` through a real PTY (kubectl itself under `script`).
@@ -174,18 +290,24 @@ async fn exec_tty_gets_a_terminal() {
         c.dir.path().join("kube-cache").display()
     );
     let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qec", &kubectl, "/dev/null"]).env("HOME", c.dir.path());
+    cmd.args(["-qec", &kubectl, "/dev/null"])
+        .env("HOME", c.dir.path());
     let out = run(cmd, None).await;
     let stdout = text(&out.stdout);
     assert!(stdout.contains("/dev/pts/"), "{stdout}");
-    assert!(stdout.contains("33 91"), "resize reached the remote PTY: {stdout}");
+    assert!(
+        stdout.contains("33 91"),
+        "resize reached the remote PTY: {stdout}"
+    );
     assert_eq!(out.status.code(), Some(4), "{stdout}");
 }
 
 fn exec_events(c: &TestCluster, who: &str) -> Vec<Value> {
     c.audit_events()
         .into_iter()
-        .filter(|e| e["objectRef"]["subresource"] == "exec" && e["impersonatedUser"]["username"] == who)
+        .filter(|e| {
+            e["objectRef"]["subresource"] == "exec" && e["impersonatedUser"]["username"] == who
+        })
         .collect()
 }
 
@@ -196,8 +318,18 @@ async fn impersonated_exec_is_authorized_as_the_impersonated_user() {
     let c = TestCluster::start().await;
     let mut cmd = c.kubectl();
     cmd.args([
-        "--context", "gateway", "--as", "mallory@corp.example", "--as-group", "jit:readonly",
-        "exec", "-n", "payments", "payments-api-0", "--", "id",
+        "--context",
+        "gateway",
+        "--as",
+        "mallory@corp.example",
+        "--as-group",
+        "jit:readonly",
+        "exec",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "id",
     ]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(1));
@@ -206,11 +338,17 @@ async fn impersonated_exec_is_authorized_as_the_impersonated_user() {
         stderr.contains("Error from server (Forbidden): pods \"payments-api-0\" is forbidden: User \"mallory@corp.example\" cannot"),
         "{stderr}"
     );
-    assert!(stderr.contains("resource \"pods/exec\" in API group \"\" in the namespace \"payments\""), "{stderr}");
+    assert!(
+        stderr.contains("resource \"pods/exec\" in API group \"\" in the namespace \"payments\""),
+        "{stderr}"
+    );
     let denied = exec_events(&c, "mallory@corp.example");
     assert!(!denied.is_empty());
     for e in &denied {
-        assert_eq!(e["user"]["username"], "system:serviceaccount:podgate:podgate");
+        assert_eq!(
+            e["user"]["username"],
+            "system:serviceaccount:podgate:podgate"
+        );
         assert_eq!(e["responseStatus"]["code"], 403);
         assert_eq!(e["objectRef"]["resource"], "pods");
         assert_eq!(e["objectRef"]["namespace"], "payments");
@@ -221,8 +359,19 @@ async fn impersonated_exec_is_authorized_as_the_impersonated_user() {
 
     let mut cmd = c.kubectl();
     cmd.args([
-        "--context", "gateway", "--as", "alice@corp.example", "--as-group", "jit:oncall:payments",
-        "exec", "-n", "payments", "payments-api-0", "--", "echo", "allowed",
+        "--context",
+        "gateway",
+        "--as",
+        "alice@corp.example",
+        "--as-group",
+        "jit:oncall:payments",
+        "exec",
+        "-n",
+        "payments",
+        "payments-api-0",
+        "--",
+        "echo",
+        "allowed",
     ]);
     let out = run(cmd, None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -232,14 +381,33 @@ async fn impersonated_exec_is_authorized_as_the_impersonated_user() {
     let e = &allowed[0];
     assert_eq!(e["verb"], "get");
     assert_eq!(e["responseStatus"]["code"], 101);
-    assert_eq!(e["user"]["username"], "system:serviceaccount:podgate:podgate");
-    assert!(e["impersonatedUser"]["groups"].as_array().unwrap().iter().any(|g| g == "jit:oncall:payments"));
+    assert_eq!(
+        e["user"]["username"],
+        "system:serviceaccount:podgate:podgate"
+    );
+    assert!(
+        e["impersonatedUser"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "jit:oncall:payments")
+    );
 
     // The same group has no rights in another namespace.
     let mut cmd = c.kubectl();
     cmd.args([
-        "--context", "gateway", "--as", "alice@corp.example", "--as-group", "jit:oncall:payments",
-        "exec", "-n", "checkout", "checkout-web-0", "--", "true",
+        "--context",
+        "gateway",
+        "--as",
+        "alice@corp.example",
+        "--as-group",
+        "jit:oncall:payments",
+        "exec",
+        "-n",
+        "checkout",
+        "checkout-web-0",
+        "--",
+        "true",
     ]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(1));
@@ -256,9 +424,19 @@ async fn a_bad_token_is_unauthorized() {
     let bad = c.dir.path().join("bad.yaml");
     std::fs::write(&bad, serde_yaml::to_string(&v).unwrap()).unwrap();
     let mut cmd = c.kubectl();
-    cmd.arg("--kubeconfig").arg(&bad).args(["get", "pods", "-A"]);
+    cmd.arg("--kubeconfig")
+        .arg(&bad)
+        .args(["get", "pods", "-A"]);
     let out = run(cmd, None).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("You must be logged in to the server"), "{}", text(&out.stderr));
-    assert!(c.audit_events().iter().any(|e| e["responseStatus"]["code"] == 401));
+    assert!(
+        text(&out.stderr).contains("You must be logged in to the server"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        c.audit_events()
+            .iter()
+            .any(|e| e["responseStatus"]["code"] == 401)
+    );
 }

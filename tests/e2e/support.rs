@@ -111,7 +111,9 @@ impl TestCluster {
             context: Some(context.to_owned()),
             ..Default::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .unwrap();
         kube::Client::try_from(config).unwrap()
     }
 }
@@ -124,10 +126,14 @@ impl Drop for TestCluster {
 
 /// Run a command to completion with optional stdin, under the test deadline.
 pub async fn run(mut cmd: tokio::process::Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn");
     if let Some(input) = stdin {
         let mut w = child.stdin.take().unwrap();
