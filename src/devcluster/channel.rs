@@ -13,9 +13,10 @@
 //! queue is bounded, so a client that stops reading stops its producers.
 //!
 //! Not guaranteed: the key *order* of the Status JSON. The builders return a
-//! `serde_json::Value`, whose object keys serialize sorted unless the
-//! `preserve_order` feature of `serde_json` is on; kubectl and kube-rs decode JSON, so only the
-//! fields matter. The base64 variants (`v4.base64.channel.k8s.io`) are not spoken.
+//! `serde_json::Value`, whose keys serialize sorted unless the `preserve_order`
+//! feature of `serde_json` is on; kubectl and kube-rs decode JSON, so only the
+//! fields matter. The base64 variants (`v4.base64.channel.k8s.io`) are not
+//! spoken.
 
 use futures::SinkExt;
 use futures::stream::SplitSink;
@@ -82,14 +83,20 @@ pub fn status_success() -> Value {
     json!({"metadata": {}, "status": "Success"})
 }
 
-/// The kubelet's `NonZeroExitCode` Status without the command line; prefer
-/// [`status_exit_code_for`], which reproduces the full kubelet message.
+/// The kubelet's `NonZeroExitCode` Status for exit `code`, with a message that
+/// names no command; [`status_exit_code_for`] adds containerd's full text.
 ///
 /// client-go reads the exit code from the `ExitCode` cause with
 /// `strconv.ParseUint(msg, 10, 8)`, so the code is clamped to 0..=255.
 pub fn status_exit_code(code: i32) -> Value {
     let code = code.clamp(0, 255);
-    non_zero_exit_status(code, &format!("exit code {code}"))
+    json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: exit code {code}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
 }
 
 /// The kubelet's `NonZeroExitCode` Status for `command`, with containerd's
@@ -97,21 +104,15 @@ pub fn status_exit_code(code: i32) -> Value {
 /// command [sh -c exit 3], exit code 3` (Go's `%v` of a string slice).
 pub fn status_exit_code_for(command: &[String], code: i32) -> Value {
     let code = code.clamp(0, 255);
-    let argv = command.join(" ");
-    non_zero_exit_status(
-        code,
-        &format!("error executing command [{argv}], exit code {code}"),
-    )
-}
-
-fn non_zero_exit_status(code: i32, cause: &str) -> Value {
-    json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("command terminated with non-zero exit code: {cause}"),
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-    })
+    let mut status = status_exit_code(code);
+    if let Some(fields) = status.as_object_mut() {
+        let argv = command.join(" ");
+        let message = format!(
+            "command terminated with non-zero exit code: error executing command [{argv}], exit code {code}"
+        );
+        fields.insert("message".to_owned(), Value::String(message));
+    }
+    status
 }
 
 /// `apierrors.NewInternalError(err)` as the kubelet writes it when the command
@@ -147,14 +148,25 @@ pub(super) fn status_message(status: &Value) -> Message {
     binary(ERROR, &json)
 }
 
-/// A close frame with `code`. kubectl needs 1000 (Normal) after the status:
-/// with anything else it reports `close 1006 (abnormal closure)` and exit 1.
+/// A close frame with `code`. kubectl needs one with 1000 (Normal) after the
+/// status: without it, it reports `close 1006 (abnormal closure)` and exits 1.
 pub(super) fn close_message(code: CloseCode) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: "".into(),
     }))
 }
+
+/// On shutdown: queue a close frame with 1001 (Going Away) and give the writer
+/// a moment to send it, without waiting on a client that does not read.
+pub(super) async fn close_going_away(outbox: &mpsc::Sender<Message>, writer: &mut Task) {
+    if outbox.try_send(close_message(CloseCode::Away)).is_ok() {
+        let _ = tokio::time::timeout(SHUTDOWN_CLOSE_GRACE, writer.join()).await;
+    }
+}
+
+/// How long a shutdown waits for the going-away close frame to be sent.
+const SHUTDOWN_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The websocket's outgoing half, driven by one task that owns the sink.
 pub(super) type WsSink<S> = SplitSink<WebSocketStream<S>, Message>;

@@ -5,17 +5,17 @@
 //! Guarantees:
 //! - argv is executed directly (never through a shell), with cwd = the sandbox
 //!   directory, the server's environment plus the request's variables, in its
-//!   own process group (its own session with a tty, see [`super::exec_pty`]).
+//!   own process group (its own session with a tty, see `exec_pty.rs`).
 //! - Output goes out as stdout on 1 and stderr on 2 (a tty's output on 1),
 //!   then exactly one Status document on 3 (the kubelet's texts, see
-//!   [`super::channel`]), then a close frame with code 1000, which kubectl
+//!   `channel.rs`), then a close frame with code 1000, which kubectl
 //!   needs to report the exit code instead of "close 1006".
 //! - Exit code: the process's code, or 128+N when killed by signal N (what
 //!   container runtimes report).
 //! - When the main process exits, its process group (with a tty: its whole
 //!   session) is killed, so stray background children neither linger nor hold
 //!   the output open; output is then read to EOF (giving up after
-//!   [`DRAIN_IDLE`] of silence, for children that escaped the group).
+//!   `DRAIN_IDLE` of silence, for children that escaped the group).
 //! - When the client goes away, `shutdown` fires or this future is dropped,
 //!   the process group is killed with SIGKILL and no status is sent.
 //! - Memory is bounded: reads are at most 32 KiB, every queue is bounded, and
@@ -72,7 +72,7 @@ const OUTBOX_DEPTH: usize = 8;
 const STDIN_DEPTH: usize = 8;
 /// After the main process exited and its group was killed, output that stays
 /// silent this long belongs to an escaped process: stop waiting for its EOF.
-pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -168,8 +168,9 @@ async fn run<S>(
             exec_process::reap(&mut child).await;
             group.disarm();
             if matches!(end, End::Shutdown) {
-                // Best effort: tell the client why, without waiting on it.
-                let _ = outbox.try_send(channel::close_message(CloseCode::Away));
+                // No more output: the close frame is the last thing queued.
+                pumps.abort_all();
+                channel::close_going_away(&outbox, &mut writer).await;
             }
             return;
         }
@@ -190,6 +191,9 @@ async fn run<S>(
     if drained {
         let document = exec_process::status_document(&req.command, status);
         finish(outbox, writer, reader, &document, shutdown).await;
+    } else if shutdown.is_cancelled() {
+        pumps.abort_all();
+        channel::close_going_away(&outbox, &mut writer).await;
     }
 }
 
@@ -291,7 +295,7 @@ async fn feed_pipe(mut pipe: ChildStdin, mut events: mpsc::Receiver<StdinEvent>)
 
 /// Copies one output source into frames on `channel` until EOF (or EIO, which
 /// is how a PTY master reports that no slave is left). Once `exited` fires, a
-/// source that stays silent for [`DRAIN_IDLE`] is abandoned.
+/// source that stays silent for `DRAIN_IDLE` is abandoned.
 async fn pump(
     mut source: Box<dyn AsyncRead + Send + Unpin>,
     channel: Option<u8>,

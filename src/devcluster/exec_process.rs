@@ -4,11 +4,11 @@
 //! - argv is executed directly (never through a shell), with cwd = the sandbox
 //!   directory and the server's environment plus the request's variables, in
 //!   its own process group (with a tty: its own session, see
-//!   [`super::exec_pty`]), with `kill_on_drop`.
+//!   `exec_pty.rs`), with `kill_on_drop`.
 //! - A program that cannot be started yields the `InternalError` text of the
 //!   kubelet → containerd → runc path (`... exec: "x": executable file not
 //!   found in $PATH: unknown`), with a random 64-hex-digit exec id.
-//! - [`ProcessGroup`] kills the group (with a tty, every process of the
+//! - `ProcessGroup` kills the group (with a tty, every process of the
 //!   session) with SIGKILL, also when dropped while armed.
 //! - Exit code: the process's code, or 128+N when killed by signal N, which is
 //!   what container runtimes report.
@@ -55,8 +55,6 @@ pub(super) struct Started {
     /// Its process group (and, with a tty, session) id: the child's pid.
     pub group: ProcessGroup,
     pub input: Input,
-    /// Each output source and the channel its bytes go to (`None`: read and
-    /// discard, so the process never blocks on a stream nobody asked for).
     pub outputs: Vec<Output>,
 }
 
@@ -91,7 +89,7 @@ pub(super) fn start(req: &ExecRequest) -> Result<Started, String> {
     };
     let group = ProcessGroup {
         leader: Pid::from_raw(pid),
-        whole_session: false,
+        whole_session: req.tty,
         armed: true,
     };
     Ok(Started {
@@ -262,14 +260,13 @@ fn exec_id() -> String {
 pub(super) mod tests {
     use std::time::Duration;
 
-    use nix::sys::signal::kill;
-    use nix::unistd::Pid;
     use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_util::sync::CancellationToken;
 
     use super::super::channel::Protocol;
     use super::super::channel::test_support::{LIMIT, Socket, joined, next_message};
-    use super::super::exec::tests::{request, run_to_end, start};
+    use super::super::exec::tests::{receive_all, request, run_to_end, start};
     use super::*;
 
     /// Alive and not a zombie.
@@ -317,6 +314,17 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    async fn dropping_serve_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(&["sh", "-c", "sleep 1000 & echo $!; wait"], dir.path());
+        let (mut client, task) = start(req, Protocol::V5, CancellationToken::new()).await;
+        let pid = read_pid(&mut client).await;
+        task.abort();
+        let _ = tokio::time::timeout(LIMIT, task).await.unwrap();
+        wait_until_gone(pid).await;
+    }
+
+    #[tokio::test]
     async fn shutdown_kills_the_process() {
         let dir = tempfile::tempdir().unwrap();
         let req = request(&["sh", "-c", "echo $$; exec sleep 1000"], dir.path());
@@ -324,6 +332,9 @@ pub(super) mod tests {
         let (mut client, task) = start(req, Protocol::V5, shutdown.clone()).await;
         let pid = read_pid(&mut client).await;
         shutdown.cancel();
+        let received = receive_all(&mut client).await;
+        assert_eq!(received.close, Some(CloseCode::Away));
+        assert_eq!(received.status, None);
         joined(task).await;
         wait_until_gone(pid).await;
     }

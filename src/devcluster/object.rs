@@ -143,4 +143,3 @@ pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
         }
     }
 }
-

@@ -13,15 +13,16 @@
 //! closed, error reported). When all ports are done the server sends a close
 //! frame with code 1000. When the client closes the websocket (kube-rs does
 //! when the user has shut down every stream; there is no per-port half-close
-//! on the wire) or `shutdown` fires, every backend is dropped at once.
+//! on the wire) or `shutdown` fires, every backend is dropped at once. After
+//! our close, kube-rs's `Portforwarder::join()` returns `SendAfterClosing` if
+//! the user shuts a stream down later; the kubelet's close has the same effect.
 //!
 //! Guarantees: bytes are copied exactly; queues are bounded, so a backend is
 //! read only as fast as the websocket drains, and a client is read only as
 //! fast as its backends accept; `Address` backends must be loopback. At most
 //! 128 ports are served (the channel ids are one byte; kube-rs allows 128).
 //!
-//! Not guaranteed: the `v4.base64` variant and SPDY (kubectl port-forward)
-//! are not spoken; client bytes on error channels are ignored.
+//! Not guaranteed: `v4.base64` and SPDY (kubectl port-forward) are not spoken.
 
 use std::future::Future;
 use std::io;
@@ -102,31 +103,34 @@ where
         ports.truncate(MAX_PORTS);
     }
 
-    let mut backends = JoinSet::new();
-    let mut to_backends = Vec::with_capacity(ports.len());
-    for (index, (port, backend)) in ports.into_iter().enumerate() {
+    // Like the kubelet, every channel gets its initial frame before any
+    // backend starts (kube-rs rejects a channel whose first frame is not it).
+    let mut forwarded = Vec::with_capacity(ports.len());
+    for (index, (number, backend)) in ports.into_iter().enumerate() {
         let Some(data) = index.checked_mul(2).and_then(|id| u8::try_from(id).ok()) else {
             break;
         };
-        let port = Port {
-            number: port,
-            data,
-            error: data.saturating_add(1),
-            target: format!("{namespace}/{pod}"),
-            uid: uid.clone(),
-            outbox: outbox.clone(),
-        };
-        // The initial frames go out before any backend can send.
-        let number = port.number.to_le_bytes();
-        let initial = [
-            channel::binary(port.data, &number),
-            channel::binary(port.error, &number),
-        ];
-        for message in initial {
+        let error = data.saturating_add(1);
+        let le = number.to_le_bytes();
+        for message in [channel::binary(data, &le), channel::binary(error, &le)] {
             if outbox.send(message).await.is_err() {
                 return;
             }
         }
+        let (target, uid, outbox) = (format!("{namespace}/{pod}"), uid.clone(), outbox.clone());
+        let port = Port {
+            number,
+            data,
+            error,
+            target,
+            uid,
+            outbox,
+        };
+        forwarded.push((port, backend));
+    }
+    let mut backends = JoinSet::new();
+    let mut to_backends = Vec::with_capacity(forwarded.len());
+    for (port, backend) in forwarded {
         let (tx, rx) = mpsc::channel(TO_BACKEND_DEPTH);
         to_backends.push(Some(tx));
         backends.spawn(forward(port, backend, rx));
@@ -140,8 +144,12 @@ where
         () = writer.join() => false,
         () = async { while backends.join_next().await.is_some() {} } => true,
     };
-    // Otherwise dropping `backends` aborts them and closes their connections.
     if !all_done {
+        // Aborting the backends drops (closes) their connections.
+        backends.abort_all();
+        if shutdown.is_cancelled() {
+            channel::close_going_away(&outbox, &mut writer).await;
+        }
         return;
     }
     let closed = async {
@@ -181,8 +189,7 @@ async fn read_client<S>(
         let Some((&id, payload)) = bytes.split_first() else {
             continue;
         };
-        // Error channels (odd ids) only flow server → client; empty frames
-        // carry nothing (kube-rs never sends them).
+        // Error channels (odd ids) only flow server → client: ignore them.
         if payload.is_empty() || id % 2 == 1 {
             continue;
         }
@@ -351,7 +358,7 @@ async fn splice(port: &Port, address: SocketAddr, mut from_client: mpsc::Receive
 }
 
 /// Runs both copy directions until one ends, then gives the other
-/// [`OTHER_DIRECTION_GRACE`]; returns the first error (containerd's rule).
+/// `OTHER_DIRECTION_GRACE`; returns the first error (containerd's rule).
 async fn first_then_grace<E>(
     upstream: impl Future<Output = Result<(), E>>,
     downstream: impl Future<Output = Result<(), E>>,
@@ -388,10 +395,8 @@ mod tests {
 
     async fn start(req: PortForwardRequest) -> (Socket, JoinHandle<()>) {
         let (server, client) = socket_pair().await;
-        (
-            client,
-            tokio::spawn(serve(server, req, CancellationToken::new())),
-        )
+        let task = tokio::spawn(serve(server, req, CancellationToken::new()));
+        (client, task)
     }
 
     /// Every binary frame until the stream ends, and the close code.
@@ -437,8 +442,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_port_gets_both_initial_frames_first() {
+        // An error on port 0 must not overtake port 1's initial frames.
         let ports = vec![
-            (80, Backend::Echo),
+            (80, Backend::Unavailable),
             (443, Backend::Unavailable),
             (65535, Backend::Echo),
         ];

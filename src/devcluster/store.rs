@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::discovery::{self, ResourceType};
 use super::fixture::{Fixture, Phase, Serve};
-use super::selector::Selector;
-use super::object::{check_kind, fields_of, find_container, labels_of, merge_patch, object_name};
 pub use super::object::{SUPPORTED_FIELDS, str_at};
+use super::object::{check_kind, fields_of, find_container, labels_of, merge_patch, object_name};
+use super::selector::Selector;
 use super::status::ApiError;
 
 /// Namespaces every cluster has.

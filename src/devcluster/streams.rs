@@ -155,7 +155,7 @@ where
         .collect();
     let chosen = offered
         .iter()
-        .find_map(|o| protocols.iter().copied().find(|p| p.name() == o))
+        .find_map(|o| Protocol::from_name(o).filter(|p| protocols.contains(p)))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {:?}",

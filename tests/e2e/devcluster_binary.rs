@@ -64,6 +64,12 @@ async fn readme_quick_start_works() {
     }
     // The built-in demo cluster includes a completed pod.
     assert!(stdout.contains("Completed"), "{stdout}");
-    child.start_kill().unwrap();
-    let _ = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap();
+    // SIGTERM (what Kubernetes sends) stops it cleanly.
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -49,7 +49,6 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub audit_log: PathBuf,
-    pub url: String,
     shutdown: CancellationToken,
 }
 
@@ -70,13 +69,11 @@ impl TestCluster {
             kubeconfig_out: Some(kubeconfig.clone()),
         };
         let prepared = devcluster::prepare(opts, addr, shutdown.clone()).unwrap();
-        let url = prepared.url.clone();
         tokio::spawn(devcluster::serve(listener, prepared));
         TestCluster {
             dir,
             kubeconfig,
             audit_log,
-            url,
             shutdown,
         }
     }
