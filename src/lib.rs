@@ -6,13 +6,31 @@
 //! README.md and docs/ describe what is built.
 //!
 //! # Layout
-//! * `cli`: command-line arguments (clap), unvalidated.
-//! * `telemetry`: logging setup.
-//! * `shutdown`: SIGINT/SIGTERM as a future and a cancellation token.
+//! * Pure decisions, no network I/O: `action` (what can be granted), `auth` (certificate
+//!   → `Identity` or `Rejection`), `request` (the SSH command grammar), `policy` (rules →
+//!   `Decision`), `cert` (signing), `config` (the configuration file).
+//! * Adapters: `ssh` (the russh handler, sessions, the prompt), `bridge` (kube-rs: exec,
+//!   logs, pods, impersonation), `recording` (the audit chain).
+//! * Wiring: `load` (read what the configuration names), `gateway` (shared state),
+//!   `server` (accept loop, limits, drain), `dev` (the `podgate dev` demo), `cli`,
+//!   `telemetry`, `shutdown`.
 //! * `devcluster`: the local Kubernetes API used by `podgate dev` and the tests; it
 //!   imports nothing from the gateway modules.
 
+pub mod action;
+pub mod auth;
+pub mod bridge;
+pub mod cert;
 pub mod cli;
+pub mod config;
+pub mod dev;
 pub mod devcluster;
+pub mod gateway;
+pub mod load;
+pub mod policy;
+pub mod recording;
+pub mod request;
+pub mod server;
 pub mod shutdown;
+pub mod ssh;
 pub mod telemetry;

@@ -1,11 +1,17 @@
 //! The `podgate` binary: parse arguments, read files, build the library's inputs, run.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
-use podgate::cli::{Cli, Command, DevclusterArgs};
+use podgate::cli::{
+    CertCommand, Cli, Command, DevArgs, DevclusterArgs, ExplainArgs, IssueArgs, PolicyCommand,
+};
 use podgate::devcluster::{self, DevclusterError, Fixture};
+use podgate::policy::{Ask, Decision, Policy, Severity};
+use podgate::{cert, config, dev, load, request, server};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EX_USAGE: u8 = 64;
@@ -22,11 +28,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve { config } => serve(&config).await,
+            Command::Dev(args) => run_dev(args).await,
             Command::Devcluster(args) => run_devcluster(args).await,
+            Command::Cert(cert) => match *cert {
+                CertCommand::Issue(args) => issue(args),
+            },
+            Command::Policy(PolicyCommand::Check { paths }) => policy_check(&paths),
+            Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("podgate: {e:#}");
             if matches!(
@@ -41,7 +54,71 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_devcluster(args: DevclusterArgs) -> Result<()> {
+async fn serve(path: &Path) -> Result<u8> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = config::Config::parse(path, &text)?;
+    let loaded = load::gateway(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, cluster = %config.cluster, kube = %loaded.gateway.kube.url(), "podgate serving");
+    let shutdown = podgate::shutdown::on_signal();
+    server::run(listener, loaded.gateway, loaded.ssh, shutdown).await;
+    Ok(0)
+}
+
+async fn run_dev(args: DevArgs) -> Result<u8> {
+    devcluster::check_loopback(args.listen)?;
+    let paths = dev::Paths::new(&args.state);
+    let shutdown = podgate::shutdown::on_signal();
+    let gw_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} (is another podgate dev running? try --listen 127.0.0.1:0)",
+                args.listen
+            )
+        })?;
+    let gw_addr = gw_listener.local_addr()?;
+    let kube_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let kube_addr = kube_listener.local_addr()?;
+    let cluster = devcluster::prepare(
+        devcluster::Options {
+            state_dir: paths.cluster_state.clone(),
+            fixture: Fixture::demo()?,
+            rbac_files: Vec::new(),
+            audit_log: Some(paths.cluster_audit.clone()),
+            kubeconfig_out: Some(paths.kubeconfig.clone()),
+        },
+        kube_addr,
+        shutdown.clone(),
+    )?;
+    let cluster_url = cluster.url.clone();
+    let cluster_task = tokio::spawn(devcluster::serve(kube_listener, cluster));
+    let config_text = dev::prepare(&paths, gw_addr)?;
+    let config = config::Config::parse(&paths.config, &config_text)?;
+    let loaded = load::gateway(&config).await?;
+    println!("podgate dev: gateway on {gw_addr}, local cluster on {cluster_url}");
+    println!(
+        "state: {} (certificate valid for 1 hour; run again to renew)",
+        paths.dir.display()
+    );
+    println!("try:");
+    for c in dev::commands(&paths) {
+        println!("  {c}");
+    }
+    println!(
+        "  kubectl --kubeconfig {} get pods -A",
+        paths.kubeconfig.display()
+    );
+    println!("press Ctrl-C to stop");
+    server::run(gw_listener, loaded.gateway, loaded.ssh, shutdown).await;
+    let _ = cluster_task.await;
+    Ok(0)
+}
+
+async fn run_devcluster(args: DevclusterArgs) -> Result<u8> {
     devcluster::check_loopback(args.listen)?;
     let fixture = match &args.fixture {
         Some(path) => {
@@ -76,5 +153,194 @@ async fn run_devcluster(args: DevclusterArgs) -> Result<()> {
         println!("try: kubectl --kubeconfig {} get pods -A", k.display());
     }
     devcluster::serve(listener, prepared).await;
-    Ok(())
+    Ok(0)
+}
+
+fn issue(args: IssueArgs) -> Result<u8> {
+    let ca = russh::keys::load_secret_key(&args.ca, None)
+        .with_context(|| format!("reading the CA key {}", args.ca.display()))?;
+    let key_text = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let user_key = russh::keys::PublicKey::from_openssh(key_text.trim())
+        .with_context(|| format!("{}: not an OpenSSH public key", args.key.display()))?;
+    let serial = match (args.serial, &args.serial_file) {
+        (Some(s), _) => s,
+        (None, Some(file)) => {
+            let current = std::fs::read_to_string(file).ok();
+            let (serial, next) = cert::next_serial(current.as_deref())?;
+            devcluster::write_file_atomic(file, next.as_bytes(), 0o600)
+                .with_context(|| format!("writing the serial file {}", file.display()))?;
+            serial
+        }
+        (None, None) => cert::random_serial(),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let mut critical = Vec::new();
+    let mut extensions = Vec::new();
+    for (name, value) in [
+        ("cluster@podgate", &args.cluster),
+        ("incident@podgate", &args.incident),
+        ("namespaces@podgate", &args.namespaces),
+        ("pods@podgate", &args.pods),
+        ("actions@podgate", &args.actions),
+        ("source-address", &args.source_address),
+        ("force-command", &args.force_command),
+    ] {
+        if let Some(v) = value {
+            critical.push((name.to_owned(), v.clone()));
+        }
+    }
+    for (name, value) in [
+        ("groups@podgate", &args.groups),
+        ("reason@podgate", &args.reason),
+    ] {
+        if let Some(v) = value {
+            extensions.push((name.to_owned(), v.clone()));
+        }
+    }
+    if !args.no_pty {
+        extensions.push(("permit-pty".into(), String::new()));
+    }
+    if !args.no_port_forwarding {
+        extensions.push(("permit-port-forwarding".into(), String::new()));
+    }
+    let req = cert::IssueRequest {
+        key_id: args.identity.clone(),
+        principals: args.principals.clone(),
+        serial,
+        // A minute of back-dating absorbs clock skew between signer and gateway.
+        valid_after: now.saturating_sub(60),
+        valid_before: now + args.validity.as_secs(),
+        critical_options: critical,
+        extensions,
+        comment: args.identity.clone(),
+    };
+    let certificate = cert::issue(
+        &ca,
+        &user_key,
+        &req,
+        *args.max_lifetime + std::time::Duration::from_secs(60),
+    )?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = args.key.to_string_lossy();
+        let stem = stem.strip_suffix(".pub").unwrap_or(&stem).to_owned();
+        format!("{stem}-cert.pub").into()
+    });
+    let text = certificate.to_openssh()?;
+    std::fs::write(&out, format!("{text}\n"))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{}: serial {serial}, identity {}, valid until {}",
+        out.display(),
+        args.identity,
+        humantime::format_rfc3339_seconds(
+            UNIX_EPOCH + std::time::Duration::from_secs(req.valid_before)
+        )
+    );
+    Ok(0)
+}
+
+fn policy_check(paths: &[std::path::PathBuf]) -> Result<u8> {
+    let mut sources = Vec::new();
+    for p in paths {
+        sources.extend(load::policy_sources(p)?);
+    }
+    let diagnostics = Policy::check(&sources);
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    for d in &diagnostics {
+        eprintln!("{d}");
+    }
+    if errors > 0 {
+        eprintln!("podgate: {errors} error(s) in {} file(s)", sources.len());
+        return Ok(1);
+    }
+    println!(
+        "ok: {} file(s), {} warning(s)",
+        sources.len(),
+        diagnostics.len()
+    );
+    Ok(0)
+}
+
+fn policy_explain(args: ExplainArgs) -> Result<u8> {
+    let policy = Policy::parse(&load::policy_sources(&args.policy)?)?;
+    let groups: Vec<String> = args
+        .groups
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let line = shell_words::join(&args.command);
+    let cmd = match request::parse(line.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => bail!("{e}"),
+    };
+    let Some(action) = cmd.action() else {
+        println!("{}: needs no policy", cmd.name());
+        return Ok(0);
+    };
+    let (namespace, pod, container, argv) = match &cmd {
+        request::Command::Exec { target, argv } => (
+            target.namespace.clone(),
+            target.pod.clone(),
+            target.container.clone(),
+            Some(argv.clone()),
+        ),
+        request::Command::Shell { target } | request::Command::Logs { target, .. } => (
+            target.namespace.clone(),
+            target.pod.clone(),
+            target.container.clone(),
+            None,
+        ),
+        request::Command::Pods { namespace } => (
+            namespace.clone().unwrap_or_default(),
+            String::new(),
+            None,
+            None,
+        ),
+        _ => (String::new(), String::new(), None, None),
+    };
+    let ask = Ask {
+        groups: &groups,
+        action,
+        namespace: &namespace,
+        pod: &pod,
+        container: container.as_deref(),
+        argv: argv.as_deref(),
+        port: None,
+    };
+    for v in policy.explain(&ask) {
+        println!(
+            "rule {}: {}{}",
+            v.rule,
+            if v.allowed {
+                "allows"
+            } else {
+                "does not allow"
+            },
+            if v.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", v.reason)
+            }
+        );
+    }
+    match policy.decide(&ask) {
+        Decision::Allow(g) => {
+            println!(
+                "allowed by rule {} (impersonating groups {})",
+                g.rule,
+                g.impersonate_groups.join(", ")
+            );
+            Ok(0)
+        }
+        Decision::Deny(d) => {
+            println!("denied: {}", d.message);
+            Ok(1)
+        }
+    }
 }

@@ -2,8 +2,12 @@
 //! programs (kubectl, ssh, ssh-keygen, script) against real servers on loopback.
 
 mod e2e {
+    pub mod dev_command;
     pub mod devcluster_binary;
     pub mod devcluster_kube;
     pub mod devcluster_kubectl;
+    pub mod gateway_commands;
+    pub mod gateway_refusals;
+    pub mod gateway_support;
     pub mod support;
 }

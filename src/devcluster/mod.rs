@@ -257,7 +257,7 @@ fn load_tokens(dir: &Path) -> Result<authn::Tokens, DevclusterError> {
 }
 
 /// Write a file by renaming a fully written temporary file over it, with `mode`.
-pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()

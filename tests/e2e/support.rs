@@ -27,6 +27,11 @@ namespaces:
               - {port: 9000, serve: echo}
             logs: ["starting payments-api", "listening on :8080"]
             log_every: 150ms
+      - name: payments-batch-0
+        labels: {app: payments-batch}
+        containers:
+          - name: batch
+            logs: ["one", "two", "three", "four"]
       - name: payments-worker-0
         labels: {app: payments-worker}
         annotations: {kubectl.kubernetes.io/default-container: worker}

@@ -1,0 +1,294 @@
+//! `pods/exec` between an SSH channel and kube-rs: argv (never a shell unless the policy
+//! granted `shell`), stdin streamed with its EOF passed on, stdout and stderr kept apart
+//! (merged by the PTY when there is one), window changes forwarded, exit status back.
+//!
+//! The stdin pump runs in its own task: kube-rs copies stdout and reads stdin in one loop,
+//! so a session that waited on stdin while the pod's output waited on us would deadlock.
+
+use std::time::Duration;
+
+use futures::SinkExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::api::{Api, AttachParams, TerminalSize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::BridgeError;
+use crate::ssh::io::{ChannelIo, Input};
+
+/// Pipe sizes inside kube-rs (its default of 1 KiB costs throughput).
+const PIPE: usize = 64 * 1024;
+/// Read size for pod output.
+const CHUNK: usize = 32 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub argv: Vec<String>,
+    pub tty: bool,
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command finished with this status.
+    Exited(u32),
+    /// The client closed the channel first; the remote process was aborted.
+    ClientGone,
+}
+
+/// The exit status in a channel-3 Status (see the kubelet's v4 status writer): Success is
+/// 0, NonZeroExitCode carries the code in `details.causes[reason=ExitCode].message`.
+pub fn exit_status(status: &Status) -> Result<u32, String> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    if status.reason.as_deref() == Some("NonZeroExitCode") {
+        let code = status
+            .details
+            .as_ref()
+            .and_then(|d| d.causes.as_ref())
+            .and_then(|causes| {
+                causes
+                    .iter()
+                    .find(|c| c.reason.as_deref() == Some("ExitCode"))
+            })
+            .and_then(|c| c.message.as_deref())
+            .and_then(|m| m.parse::<u32>().ok());
+        if let Some(code) = code {
+            return Ok(code);
+        }
+    }
+    Err(status
+        .message
+        .clone()
+        .unwrap_or_else(|| "the command failed without a status message".into()))
+}
+
+/// Run `spec` and copy its streams to and from `io` until it exits.
+pub async fn run(
+    client: kube::Client,
+    spec: &ExecSpec,
+    io: &mut ChannelIo,
+) -> Result<Outcome, BridgeError> {
+    let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
+    let mut ap = AttachParams::default()
+        .container(spec.container.clone())
+        .stdin(true)
+        .stdout(true)
+        .stderr(!spec.tty)
+        .tty(spec.tty);
+    ap.max_stdin_buf_size = Some(PIPE);
+    ap.max_stdout_buf_size = Some(PIPE);
+    ap.max_stderr_buf_size = Some(PIPE);
+    let mut process = pods
+        .exec(&spec.pod, spec.argv.clone(), &ap)
+        .await
+        .map_err(BridgeError::from_kube)?;
+    let mut stdout = process.stdout();
+    let mut stderr = process.stderr();
+    let status = process.take_status();
+    let mut resize = process.terminal_size();
+    if let (Some(r), Some(size)) = (resize.as_mut(), io.pty) {
+        let _ = r
+            .send(TerminalSize {
+                width: size.cols,
+                height: size.rows,
+            })
+            .await;
+    }
+
+    // Hand the input queue to the stdin pump for the duration of the command.
+    let (placeholder_tx, placeholder) = mpsc::unbounded_channel();
+    drop(placeholder_tx);
+    let input = std::mem::replace(&mut io.input, placeholder);
+    let client_gone = CancellationToken::new();
+    let stop_pump = CancellationToken::new();
+    let pump = tokio::spawn(stdin_pump(
+        input,
+        process.stdin(),
+        resize,
+        io.eof,
+        client_gone.clone(),
+        stop_pump.clone(),
+    ));
+
+    let mut out_buf = vec![0u8; CHUNK];
+    let mut err_buf = vec![0u8; CHUNK];
+    let mut outcome = None;
+    while stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            n = read_opt(&mut stdout, &mut out_buf) => match n {
+                Some(n) if n > 0 => {
+                    if io.out(out_buf.get(..n).unwrap_or_default().to_vec()).await.is_err() {
+                        outcome = Some(Outcome::ClientGone);
+                        break;
+                    }
+                }
+                _ => stdout = None,
+            },
+            n = read_opt(&mut stderr, &mut err_buf) => match n {
+                Some(n) if n > 0 => {
+                    if io.err(err_buf.get(..n).unwrap_or_default().to_vec()).await.is_err() {
+                        outcome = Some(Outcome::ClientGone);
+                        break;
+                    }
+                }
+                _ => stderr = None,
+            },
+            _ = client_gone.cancelled() => {
+                outcome = Some(Outcome::ClientGone);
+                break;
+            }
+        }
+    }
+    let result = match outcome {
+        Some(o) => {
+            process.abort();
+            Ok(o)
+        }
+        None => match status {
+            Some(fut) => match tokio::time::timeout(Duration::from_secs(30), fut).await {
+                Ok(Some(st)) => exit_status(&st)
+                    .map(Outcome::Exited)
+                    .map_err(|message| BridgeError::Api { code: 500, message }),
+                Ok(None) => Err(BridgeError::Stream(
+                    "the exec stream ended without an exit status".into(),
+                )),
+                Err(_) => Err(BridgeError::Stream(
+                    "no exit status within 30s of the output ending".into(),
+                )),
+            },
+            None => Err(BridgeError::Stream(
+                "the exec stream has no status channel".into(),
+            )),
+        },
+    };
+    stop_pump.cancel();
+    let (input, eof, gone) = match pump.await {
+        Ok(r) => r,
+        Err(_) => {
+            let (_tx, rx) = mpsc::unbounded_channel();
+            (rx, true, true)
+        }
+    };
+    io.input = input;
+    io.eof = eof;
+    io.closed = io.closed || gone;
+    let _ = process.join().await;
+    result
+}
+
+async fn read_opt<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut Option<R>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    match r {
+        Some(r) => r.read(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Forward client input to the pod until told to stop; give the queue back.
+async fn stdin_pump<W>(
+    mut input: mpsc::UnboundedReceiver<Input>,
+    mut stdin: Option<W>,
+    mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
+    eof_already: bool,
+    client_gone: CancellationToken,
+    stop: CancellationToken,
+) -> (mpsc::UnboundedReceiver<Input>, bool, bool)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut eof = eof_already;
+    let mut gone = false;
+    if eof && let Some(mut w) = stdin.take() {
+        let _ = w.shutdown().await;
+    }
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            n = input.recv() => n,
+        };
+        match next {
+            Some(Input::Data(bytes, _permit)) => {
+                if let Some(w) = stdin.as_mut() {
+                    // A pod that stopped reading stdin holds this write; stop() still ends it.
+                    tokio::select! {
+                        r = w.write_all(&bytes) => if r.is_err() { stdin = None; },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+            Some(Input::Eof) => {
+                eof = true;
+                if let Some(mut w) = stdin.take() {
+                    let _ = w.shutdown().await;
+                }
+            }
+            Some(Input::Resize { cols, rows }) => {
+                if let Some(r) = resize.as_mut() {
+                    let _ = r
+                        .send(TerminalSize {
+                            width: cols,
+                            height: rows,
+                        })
+                        .await;
+                }
+            }
+            Some(Input::Close) | None => {
+                gone = true;
+                client_gone.cancel();
+                break;
+            }
+        }
+    }
+    (input, eof, gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    use super::*;
+
+    #[test]
+    fn exit_statuses_are_read_like_kubectl() {
+        let ok = Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        };
+        assert_eq!(exit_status(&ok), Ok(0));
+        let three = Status {
+            status: Some("Failure".into()),
+            reason: Some("NonZeroExitCode".into()),
+            details: Some(StatusDetails {
+                causes: Some(vec![StatusCause {
+                    reason: Some("ExitCode".into()),
+                    message: Some("3".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(exit_status(&three), Ok(3));
+        let internal = Status {
+            status: Some("Failure".into()),
+            reason: Some("InternalError".into()),
+            message: Some("executable file not found".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            exit_status(&internal),
+            Err("executable file not found".into())
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Start-up: read the files a configuration names (host key, user CA keys, policy, the
+//! kubeconfig) and build the gateway and its SSH settings. Everything that can be wrong
+//! with them is found here, before the first connection, with the file named.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet};
+
+use crate::auth::{self, TrustedCas};
+use crate::bridge::KubeBase;
+use crate::config::Config;
+use crate::gateway::{Gateway, Limits};
+use crate::policy::Policy;
+use crate::recording::audit::AuditLog;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> LoadError {
+    LoadError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The `(file name, text)` of a policy file, or of every `*.yaml`/`*.yml` file in a
+/// directory, sorted by name (the order rules are considered in).
+pub fn policy_sources(path: &Path) -> Result<Vec<(String, String)>, LoadError> {
+    let meta = std::fs::metadata(path).map_err(|e| file_err(path, e))?;
+    let files: Vec<PathBuf> = if meta.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| file_err(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| x == "yaml" || x == "yml")
+            })
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            return Err(file_err(path, "no *.yaml policy files in this directory"));
+        }
+        v
+    } else {
+        vec![path.to_owned()]
+    };
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).map_err(|e| file_err(&f, e))?;
+            Ok((f.display().to_string(), text))
+        })
+        .collect()
+}
+
+pub fn trusted_cas(paths: &[PathBuf]) -> Result<TrustedCas, LoadError> {
+    let mut cas: Option<TrustedCas> = None;
+    for p in paths {
+        let text = std::fs::read_to_string(p).map_err(|e| file_err(p, e))?;
+        let parsed =
+            TrustedCas::parse(&p.display().to_string(), &text).map_err(|e| file_err(p, e))?;
+        match cas.as_mut() {
+            Some(c) => c.merge(parsed),
+            None => cas = Some(parsed),
+        }
+    }
+    match cas {
+        Some(c) if !c.is_empty() => Ok(c),
+        _ => Err(LoadError::Invalid(
+            "trusted_user_ca_keys: the files hold no CA public key".into(),
+        )),
+    }
+}
+
+pub fn host_key(path: &Path) -> Result<PrivateKey, LoadError> {
+    russh::keys::load_secret_key(path, None)
+        .map_err(|e| file_err(path, format!("cannot read the host key: {e}")))
+}
+
+/// The SSH settings podgate runs with (see README "SSH settings").
+pub fn ssh_config(host_key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        server_id: russh::SshId::Standard(
+            format!("SSH-2.0-podgate_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        // Certificates only; OpenSSH probes with "none" first, which costs nothing here.
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
+        keys: vec![host_key],
+        // Idle shells and `logs -f` are ended by podgate's own session rules, not by the
+        // transport; keepalives notice dead peers.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Everything `serve` needs, built from `config`.
+pub struct Loaded {
+    pub gateway: Arc<Gateway>,
+    pub ssh: Arc<russh::server::Config>,
+}
+
+pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
+    if let Some(p) = &config.revoked_keys {
+        // Fail closed: a configured revocation list that is not enforced would let revoked
+        // certificates in.
+        return Err(LoadError::Invalid(format!(
+            "revoked_keys ({}) is not supported by this version of podgate; remove it or upgrade",
+            p.display()
+        )));
+    }
+    if let Some(s) = &config.recordings_store {
+        return Err(LoadError::Invalid(format!(
+            "recordings_store ({s}) is not supported by this version of podgate; remove it or upgrade"
+        )));
+    }
+    if let Some(m) = config.metrics_listen {
+        tracing::warn!(%m, "metrics_listen is not served by this version of podgate");
+    }
+    let cas = trusted_cas(&config.trusted_user_ca_keys)?;
+    let policy = Policy::parse(&policy_sources(&config.policy)?)
+        .map_err(|e| LoadError::Invalid(format!("policy: {e}")))?;
+    let key = host_key(&config.host_key)?;
+    let kube = match &config.kubeconfig {
+        Some(p) => KubeBase::from_kubeconfig(p, config.kube_context.as_deref())
+            .await
+            .map_err(|e| LoadError::Invalid(e.to_string()))?,
+        None => KubeBase::in_cluster().map_err(|e| LoadError::Invalid(e.to_string()))?,
+    };
+    std::fs::create_dir_all(&config.recordings).map_err(|e| file_err(&config.recordings, e))?;
+    let audit = AuditLog::open(&config.recordings.join("audit.jsonl"))
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    let gateway = Gateway {
+        auth: auth::Settings {
+            cas,
+            cluster: config.cluster.clone(),
+            incident: config.incident.clone(),
+            max_cert_lifetime: config.max_cert_lifetime,
+            clock_skew: config.clock_skew,
+        },
+        policy,
+        kube,
+        audit,
+        limits: Limits::default(),
+    };
+    Ok(Loaded {
+        gateway: Arc::new(gateway),
+        ssh: Arc::new(ssh_config(key)),
+    })
+}

@@ -1,0 +1,150 @@
+//! One SSH session channel as the session code sees it: input events from the client
+//! (data, EOF, window changes, close) and output back to it.
+//!
+//! Input is delivered without ever blocking the SSH connection's loop for long: the
+//! handler forwards each data packet on an unbounded queue, but a byte budget (a semaphore
+//! of `INPUT_BUDGET` bytes, released when the bytes are consumed) bounds what can be
+//! queued. Only when a client has more than that outstanding does the handler wait, which
+//! pushes back on its TCP connection (see the russh notes: the loop also carries our
+//! output, so waiting there is the last resort, not the first).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use russh::ChannelId;
+use russh::server::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Bytes of client input that may wait for the session to consume them.
+pub const INPUT_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Something the client sent on the channel.
+#[derive(Debug)]
+pub enum Input {
+    /// Stdin bytes; dropping the permit gives the bytes back to the budget.
+    Data(Bytes, Option<OwnedSemaphorePermit>),
+    Eof,
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Close,
+}
+
+/// The handler's end of a channel's input.
+#[derive(Clone)]
+pub struct InputSender {
+    tx: mpsc::UnboundedSender<Input>,
+    budget: Arc<Semaphore>,
+}
+
+impl InputSender {
+    pub fn new() -> (InputSender, mpsc::UnboundedReceiver<Input>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(INPUT_BUDGET));
+        (InputSender { tx, budget }, rx)
+    }
+
+    /// Queue stdin bytes, waiting only if the budget is exhausted.
+    pub async fn data(&self, bytes: &[u8]) {
+        let n = u32::try_from(bytes.len().min(INPUT_BUDGET)).unwrap_or(u32::MAX);
+        let permit = match self.budget.clone().try_acquire_many_owned(n) {
+            Ok(p) => Some(p),
+            Err(_) => self.budget.clone().acquire_many_owned(n).await.ok(),
+        };
+        let _ = self
+            .tx
+            .send(Input::Data(Bytes::copy_from_slice(bytes), permit));
+    }
+
+    pub fn send(&self, input: Input) {
+        let _ = self.tx.send(input);
+    }
+}
+
+/// The size of the client's terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtySize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+impl PtySize {
+    /// From the u32s of an SSH request, clamped to what a terminal can be.
+    pub fn from_request(cols: u32, rows: u32) -> PtySize {
+        let clamp = |v: u32, default: u16| match u16::try_from(v) {
+            Ok(0) => default,
+            Ok(v) => v.min(10_000),
+            Err(_) => 10_000,
+        };
+        PtySize {
+            cols: clamp(cols, 80),
+            rows: clamp(rows, 24),
+        }
+    }
+}
+
+/// The output side failed: the client or the connection is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// A session channel: input from the client, output to it.
+pub struct ChannelIo {
+    pub handle: Handle,
+    pub id: ChannelId,
+    pub input: mpsc::UnboundedReceiver<Input>,
+    /// Set when the client asked for a PTY; updated by window changes seen here.
+    pub pty: Option<PtySize>,
+    /// The client closed its stdin (EOF) — remembered across commands at the prompt.
+    pub eof: bool,
+    /// The client closed the channel.
+    pub closed: bool,
+}
+
+impl ChannelIo {
+    pub async fn out(&self, bytes: impl Into<Bytes>) -> Result<(), Gone> {
+        self.handle
+            .data(self.id, bytes.into())
+            .await
+            .map_err(|_| Gone)
+    }
+
+    pub async fn err(&self, bytes: impl Into<Bytes>) -> Result<(), Gone> {
+        self.handle
+            .extended_data(self.id, 1, bytes.into())
+            .await
+            .map_err(|_| Gone)
+    }
+
+    /// Text written by the gateway itself: with a PTY the client's terminal is in raw
+    /// mode, so line feeds become CR LF.
+    pub async fn text(&self, text: &str) -> Result<(), Gone> {
+        self.out(self.crlf(text)).await
+    }
+
+    /// A `podgate: ...` line on stderr (on the terminal when there is a PTY, which has
+    /// only one output stream).
+    pub async fn message(&self, line: &str) -> Result<(), Gone> {
+        let text = format!("podgate: {line}\n");
+        if self.pty.is_some() {
+            self.out(self.crlf(&text)).await
+        } else {
+            self.err(text).await
+        }
+    }
+
+    pub fn crlf(&self, text: &str) -> Bytes {
+        if self.pty.is_some() {
+            Bytes::from(text.replace('\n', "\r\n"))
+        } else {
+            Bytes::copy_from_slice(text.as_bytes())
+        }
+    }
+
+    /// End the channel as RFC 4254 §6.10 orders it: exit status, EOF, close.
+    pub async fn finish(&self, status: u32) {
+        let _ = self.handle.exit_status_request(self.id, status).await;
+        let _ = self.handle.eof(self.id).await;
+        let _ = self.handle.close(self.id).await;
+    }
+}

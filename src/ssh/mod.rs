@@ -1,0 +1,429 @@
+//! The russh `Handler`: a thin adapter that turns SSH callbacks into calls on the pure
+//! modules (`auth`, `request`, `policy`) and hands each started channel to a session task.
+//!
+//! It accepts public-key authentication with OpenSSH user certificates only, session
+//! channels (bounded per connection), PTY and window-change requests, `exec` and `shell`.
+//! It explicitly refuses, with a failure reply so the client does not hang: environment
+//! variables (LD_PRELOAD and friends never reach a pod), agent and X11 forwarding,
+//! subsystems, remote forwards, and (until port-forward lands) direct-tcpip channels.
+
+pub mod io;
+pub mod prechecks;
+mod prompt;
+mod session;
+mod text;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use russh::keys::Certificate;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, Identity};
+use crate::gateway::Shared;
+use io::{Input, InputSender, PtySize};
+
+/// Errors that end a connection (russh's own; our refusals are replies, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error(transparent)]
+    Russh(#[from] russh::Error),
+}
+
+#[derive(Default)]
+struct Slot {
+    pty: Option<PtySize>,
+    input: Option<InputSender>,
+}
+
+/// One client connection.
+pub struct Connection {
+    gateway: Shared,
+    peer: Option<SocketAddr>,
+    id: String,
+    identity: Option<Arc<Identity>>,
+    channels: HashMap<ChannelId, Slot>,
+    tasks: TaskTracker,
+    /// For audit events of refusals russh makes itself (see `prechecks`).
+    trace: Arc<prechecks::ConnectionTrace>,
+    registered: Option<tokio::task::Id>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(id) = self.registered.take() {
+            prechecks::unregister(id);
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Connection {
+    pub fn new(gateway: Shared, peer: Option<SocketAddr>, tasks: TaskTracker) -> Connection {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Connection {
+            trace: Arc::new(prechecks::ConnectionTrace {
+                gateway: gateway.clone(),
+                id: id.clone(),
+                client: peer.map(|p| p.to_string()).unwrap_or_default(),
+            }),
+            registered: None,
+            gateway,
+            peer,
+            id,
+            identity: None,
+            channels: HashMap::new(),
+            tasks,
+        }
+    }
+
+    /// Called from the first authentication callbacks, which run in russh's task for this
+    /// connection.
+    fn register(&mut self) {
+        if self.registered.is_none() {
+            self.registered = prechecks::register(&self.trace);
+        }
+    }
+
+    fn client(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_default()
+    }
+
+    /// Write an audit event; false if it could not be recorded (the caller refuses).
+    fn audit(&self, event: &str, fields: serde_json::Value) -> bool {
+        match self.gateway.audit.write(event, fields) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, event, "audit log write failed; refusing");
+                false
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        channel: ChannelId,
+        command: Option<Vec<u8>>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(identity) = self.identity.clone() else {
+            return session.channel_failure(channel);
+        };
+        let Some(slot) = self.channels.get_mut(&channel) else {
+            return session.channel_failure(channel);
+        };
+        if slot.input.is_some() {
+            // One command per channel (RFC 4254 §6.5).
+            return session.channel_failure(channel);
+        }
+        let (tx, rx) = InputSender::new();
+        slot.input = Some(tx);
+        let io = io::ChannelIo {
+            handle: session.handle(),
+            id: channel,
+            input: rx,
+            pty: slot.pty,
+            eof: false,
+            closed: false,
+        };
+        let ctx = session::Ctx {
+            gateway: self.gateway.clone(),
+            identity,
+            client: self.client(),
+            connection: self.id.clone(),
+        };
+        session.channel_success(channel)?;
+        self.tasks.spawn(session::run(ctx, command, io));
+        Ok(())
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = SshError;
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        self.register();
+        Ok(None)
+    }
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.register();
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let fp = key
+            .public_key
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string();
+        self.audit(
+            "auth.rejected",
+            json!({
+                "connection": self.id, "client": self.client(), "principal": user,
+                "code": "not_a_certificate", "key_fingerprint": fp,
+                "reason": "a plain public key is not accepted; log in with a certificate signed by the user CA",
+            }),
+        );
+        Ok(Auth::reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let peer_ip = self.peer.map(|p| p.ip());
+        match auth::verify(certificate, user, peer_ip, now(), &self.gateway.auth) {
+            Ok(identity) => {
+                let recorded = self.audit(
+                    "auth.accepted",
+                    json!({
+                        "connection": self.id, "client": self.client(), "principal": identity.principal,
+                        "key_id": identity.key_id, "serial": identity.serial, "ca": identity.ca_fingerprint,
+                        "groups": identity.groups, "valid_before": identity.valid_before,
+                    }),
+                );
+                if !recorded {
+                    return Ok(Auth::reject());
+                }
+                tracing::info!(key_id = %identity.key_id, serial = identity.serial, client = %self.client(), "auth.accepted");
+                self.identity = Some(Arc::new(identity));
+                Ok(Auth::Accept)
+            }
+            Err(rejection) => {
+                tracing::info!(code = rejection.code(), reason = %rejection, client = %self.client(), "auth.rejected");
+                self.audit(
+                    "auth.rejected",
+                    json!({
+                        "connection": self.id, "client": self.client(), "principal": user,
+                        "key_id": certificate.key_id(), "serial": certificate.serial(),
+                        "code": rejection.code(), "reason": rejection.to_string(),
+                    }),
+                );
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Dropping `channel` keeps russh from queueing every message for it too (we take
+        // them from the callbacks).
+        let id = channel.id();
+        drop(channel);
+        if self.identity.is_none() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        } else if self.channels.len() >= self.gateway.limits.max_channels {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+        } else {
+            self.channels.insert(id, Slot::default());
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        drop(channel);
+        if let Some(identity) = &self.identity {
+            self.audit(
+                "session.denied",
+                json!({
+                    "connection": self.id, "client": self.client(), "key_id": identity.key_id,
+                    "action": "port-forward", "target": format!("{host_to_connect}:{port_to_connect}"),
+                    "reason": "port-forward is not available in this version of podgate",
+                }),
+            );
+        }
+        reply
+            .reject(ChannelOpenFailure::Other {
+                code: 1,
+                reason: "podgate: port-forward is not available in this version".into(),
+            })
+            .await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let permitted = self.identity.as_ref().is_some_and(|i| i.permit_pty);
+        match self.channels.get_mut(&channel) {
+            Some(slot) if permitted && slot.input.is_none() => {
+                slot.pty = Some(PtySize::from_request(col_width, row_height));
+                session.channel_success(channel)?;
+            }
+            _ => session.channel_failure(channel)?,
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(slot) = self.channels.get_mut(&channel) {
+            let size = PtySize::from_request(col_width, row_height);
+            if slot.pty.is_some() {
+                slot.pty = Some(size);
+            }
+            if let Some(tx) = &slot.input {
+                tx.send(Input::Resize {
+                    cols: size.cols,
+                    rows: size.rows,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, Some(data.to_vec()), session)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, None, session)?;
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.channels.get(&channel).and_then(|s| s.input.clone()) {
+            tx.data(data).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.channels.get(&channel).and_then(|s| s.input.as_ref()) {
+            tx.send(Input::Eof);
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(slot) = self.channels.remove(&channel)
+            && let Some(tx) = slot.input
+        {
+            tx.send(Input::Close);
+        }
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}

@@ -1,0 +1,407 @@
+//! One session: a command line from an SSH channel (or the certificate's force-command),
+//! parsed, checked against the certificate scope and the policy, then carried out on the
+//! cluster as the certificate's holder. Every decision is an audit event.
+//!
+//! Order matters and is the guarantee: parse → scope → policy → (only then) Kubernetes.
+//! A refused request makes no Kubernetes call. The one exception is documented at
+//! `resolve_container`: when the user names no container and the policy restricts
+//! containers, the pod is read (as the user) to learn its default container, and the
+//! decision is taken again with it.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::io::ChannelIo;
+use super::{prompt, text};
+use crate::action::Action;
+use crate::auth::Identity;
+use crate::bridge::exec::{ExecSpec, Outcome};
+use crate::bridge::{self, BridgeError, Impersonation};
+use crate::gateway::Shared;
+use crate::policy::{Ask, Decision, Grant};
+use crate::request::{self, Command, LogOptions, Target};
+
+/// Exit statuses of DESIGN.md §2.
+pub const EXIT_USAGE: u32 = 64;
+pub const EXIT_DENIED: u32 = 77;
+pub const EXIT_UNAVAILABLE: u32 = 69;
+
+/// What a session knows about its connection.
+#[derive(Clone)]
+pub struct Ctx {
+    pub gateway: Shared,
+    pub identity: Arc<Identity>,
+    pub client: String,
+    pub connection: String,
+}
+
+impl Ctx {
+    fn audit(&self, event: &str, mut fields: serde_json::Value) -> bool {
+        if let Some(obj) = fields.as_object_mut() {
+            obj.insert("connection".into(), json!(self.connection));
+            obj.insert("client".into(), json!(self.client));
+            obj.insert("key_id".into(), json!(self.identity.key_id));
+            obj.insert("serial".into(), json!(self.identity.serial));
+        }
+        match self.gateway.audit.write(event, fields) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, event, "audit log write failed");
+                false
+            }
+        }
+    }
+}
+
+/// Run a channel to its end and close it with the exit status.
+pub async fn run(ctx: Ctx, requested: Option<Vec<u8>>, mut io: ChannelIo) {
+    let status = match (ctx.identity.force_command.clone(), requested) {
+        (Some(forced), requested) => {
+            // As in OpenSSH, the certificate's force-command replaces the request, which
+            // is only logged.
+            let asked = requested.map(|r| String::from_utf8_lossy(&r).into_owned());
+            tracing::info!(key_id = %ctx.identity.key_id, requested = ?asked, forced = %forced, "force-command applied");
+            run_line(&ctx, forced.as_bytes(), &mut io).await
+        }
+        (None, Some(line)) => run_line(&ctx, &line, &mut io).await,
+        (None, None) if io.pty.is_some() => prompt::run(&ctx, &mut io).await,
+        (None, None) => {
+            let _ = io
+                .message("no command given; try: ssh GATEWAY help (or ssh -t GATEWAY for a prompt)")
+                .await;
+            EXIT_USAGE
+        }
+    };
+    if !io.closed {
+        io.finish(status).await;
+    }
+}
+
+/// Parse and carry out one command line.
+pub async fn run_line(ctx: &Ctx, line: &[u8], io: &mut ChannelIo) -> u32 {
+    match request::parse(line) {
+        Ok(cmd) => execute(ctx, cmd, io).await,
+        Err(e) => {
+            let _ = io.message(&e.to_string()).await;
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Carry out a parsed command; returns the exit status.
+pub async fn execute(ctx: &Ctx, cmd: Command, io: &mut ChannelIo) -> u32 {
+    match cmd {
+        Command::Help => {
+            let _ = io.text(request::HELP).await;
+            0
+        }
+        Command::Whoami => {
+            let _ = io.text(&text::whoami(&ctx.gateway, &ctx.identity)).await;
+            0
+        }
+        Command::Pods { namespace } => pods(ctx, namespace, io).await,
+        Command::Exec { target, argv } => {
+            let tty = io.pty.is_some();
+            run_exec(ctx, Action::Exec, target, argv, tty, io).await
+        }
+        Command::Shell { target } => {
+            let tty = io.pty.is_some();
+            run_exec(ctx, Action::Shell, target, Vec::new(), tty, io).await
+        }
+        Command::Logs { target, options } => logs(ctx, target, options, io).await,
+    }
+}
+
+/// Certificate scope, then policy.
+fn decide(
+    ctx: &Ctx,
+    action: Action,
+    target: &Target,
+    container: Option<&str>,
+    argv: Option<&[String]>,
+) -> Result<Grant, String> {
+    ctx.identity
+        .scope
+        .check(action, &target.namespace, &target.pod)?;
+    let ask = Ask {
+        groups: &ctx.identity.groups,
+        action,
+        namespace: &target.namespace,
+        pod: &target.pod,
+        container,
+        argv,
+        port: None,
+    };
+    match ctx.gateway.policy.decide(&ask) {
+        Decision::Allow(grant) => Ok(grant),
+        Decision::Deny(denial) => Err(denial.message),
+    }
+}
+
+async fn deny(
+    ctx: &Ctx,
+    io: &ChannelIo,
+    action: Action,
+    target: &str,
+    command: Option<&str>,
+    reason: &str,
+) -> u32 {
+    ctx.audit(
+        "session.denied",
+        json!({"action": action.as_str(), "target": target, "command": command, "reason": reason}),
+    );
+    let _ = io.message(&format!("denied: {reason}")).await;
+    EXIT_DENIED
+}
+
+async fn error(io: &ChannelIo, e: &BridgeError) -> u32 {
+    let _ = io.message(&format!("error: {e}")).await;
+    EXIT_UNAVAILABLE
+}
+
+fn target_text(t: &Target) -> String {
+    match &t.container {
+        Some(c) => format!("{}/{}:{c}", t.namespace, t.pod),
+        None => format!("{}/{}", t.namespace, t.pod),
+    }
+}
+
+fn client_for(ctx: &Ctx, grant: &Grant, session: &str) -> Result<kube::Client, BridgeError> {
+    ctx.gateway.kube.client(&Impersonation {
+        user: ctx.identity.key_id.clone(),
+        groups: grant.impersonate_groups.clone(),
+        session: session.to_owned(),
+        serial: ctx.identity.serial,
+        incident: ctx.gateway.auth.incident.clone(),
+        reason: ctx.identity.reason.clone(),
+    })
+}
+
+/// The container to use, and the grant for it. When the user named no container, the pod
+/// is read to find its default and, if the allowing rule restricts containers, the
+/// decision is taken again with the real name.
+async fn resolve_container(
+    ctx: &Ctx,
+    client: &kube::Client,
+    action: Action,
+    target: &Target,
+    argv: Option<&[String]>,
+    grant: Grant,
+) -> Result<(String, Grant), Result<String, BridgeError>> {
+    if let Some(c) = &target.container {
+        return Ok((c.clone(), grant));
+    }
+    let pod = bridge::pods::get(client.clone(), &target.namespace, &target.pod)
+        .await
+        .map_err(Err)?;
+    let container = bridge::pods::default_container(&pod).ok_or_else(|| {
+        Err(BridgeError::Stream(format!(
+            "pod {} has no containers",
+            target.pod
+        )))
+    })?;
+    let grant = decide(ctx, action, target, Some(&container), argv).map_err(Ok)?;
+    Ok((container, grant))
+}
+
+async fn run_exec(
+    ctx: &Ctx,
+    action: Action,
+    target: Target,
+    argv: Vec<String>,
+    tty: bool,
+    io: &mut ChannelIo,
+) -> u32 {
+    let what = target_text(&target);
+    let line = (action == Action::Exec).then(|| request::command_line(&argv));
+    let argv_ref = (action == Action::Exec).then_some(argv.as_slice());
+    let grant = match decide(ctx, action, &target, target.container.as_deref(), argv_ref) {
+        Ok(g) => g,
+        Err(reason) => return deny(ctx, io, action, &what, line.as_deref(), &reason).await,
+    };
+    let session = uuid::Uuid::new_v4().simple().to_string();
+    let client = match client_for(ctx, &grant, &session) {
+        Ok(c) => c,
+        Err(e) => return error(io, &e).await,
+    };
+    let (container, grant) =
+        match resolve_container(ctx, &client, action, &target, argv_ref, grant).await {
+            Ok(r) => r,
+            Err(Ok(reason)) => return deny(ctx, io, action, &what, line.as_deref(), &reason).await,
+            Err(Err(e)) => return error(io, &e).await,
+        };
+    let argv = if action == Action::Shell {
+        vec![grant.shell.clone()]
+    } else {
+        argv
+    };
+    let spec = ExecSpec {
+        namespace: target.namespace.clone(),
+        pod: target.pod.clone(),
+        container: container.clone(),
+        argv,
+        tty,
+    };
+    if !ctx.audit(
+        "session.started",
+        json!({
+            "session": session, "action": action.as_str(), "namespace": spec.namespace, "pod": spec.pod,
+            "container": container, "command": line, "tty": tty, "rule": grant.rule,
+            "impersonate_groups": grant.impersonate_groups,
+        }),
+    ) {
+        let _ = io.message("error: the session could not be recorded; refusing").await;
+        return EXIT_UNAVAILABLE;
+    }
+    let (status, reason) = match bridge::exec::run(client, &spec, io).await {
+        Ok(Outcome::Exited(code)) => (code, "exited"),
+        Ok(Outcome::ClientGone) => (255, "client closed"),
+        Err(e) => (error(io, &e).await, "error"),
+    };
+    ctx.audit(
+        "session.ended",
+        json!({"session": session, "end_reason": reason, "exit_status": status}),
+    );
+    status
+}
+
+async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo) -> u32 {
+    let what = target_text(&target);
+    let grant = match decide(
+        ctx,
+        Action::Logs,
+        &target,
+        target.container.as_deref(),
+        None,
+    ) {
+        Ok(g) => g,
+        Err(reason) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
+    };
+    let session = uuid::Uuid::new_v4().simple().to_string();
+    let client = match client_for(ctx, &grant, &session) {
+        Ok(c) => c,
+        Err(e) => return error(io, &e).await,
+    };
+    let (container, grant) =
+        match resolve_container(ctx, &client, Action::Logs, &target, None, grant).await {
+            Ok(r) => r,
+            Err(Ok(reason)) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
+            Err(Err(e)) => return error(io, &e).await,
+        };
+    if !ctx.audit(
+        "session.started",
+        json!({
+            "session": session, "action": "logs", "namespace": target.namespace, "pod": target.pod,
+            "container": container, "follow": options.follow, "rule": grant.rule,
+        }),
+    ) {
+        let _ = io
+            .message("error: the session could not be recorded; refusing")
+            .await;
+        return EXIT_UNAVAILABLE;
+    }
+    let (status, reason) = match bridge::logs::run(
+        client,
+        &target.namespace,
+        &target.pod,
+        &container,
+        &options,
+        io,
+    )
+    .await
+    {
+        Ok(()) => (0, if io.closed { "client closed" } else { "exited" }),
+        Err(e) => (error(io, &e).await, "error"),
+    };
+    ctx.audit(
+        "session.ended",
+        json!({"session": session, "end_reason": reason, "exit_status": status}),
+    );
+    status
+}
+
+async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {
+    let namespaces = match &namespace {
+        Some(ns) => vec![ns.clone()],
+        None => text::listable_namespaces(&ctx.gateway, &ctx.identity),
+    };
+    if namespaces.is_empty() {
+        let reason = "no policy rule lets your groups list pods in a namespace that can be enumerated; name one: pods NAMESPACE";
+        return deny(ctx, io, Action::List, "", None, reason).await;
+    }
+    let session = uuid::Uuid::new_v4().simple().to_string();
+    let mut rows = Vec::new();
+    let mut denied = Vec::new();
+    for ns in &namespaces {
+        let ns_target = Target {
+            namespace: ns.clone(),
+            pod: String::new(),
+            container: None,
+        };
+        let grant = match decide_namespace(ctx, ns) {
+            Ok(g) => g,
+            Err(reason) => {
+                denied.push(reason);
+                continue;
+            }
+        };
+        let client = match client_for(ctx, &grant, &session) {
+            Ok(c) => c,
+            Err(e) => return error(io, &e).await,
+        };
+        match bridge::pods::list(client, ns).await {
+            Ok(found) => rows.extend(found.into_iter().filter(|row| {
+                let t = Target {
+                    pod: row.name.clone(),
+                    ..ns_target.clone()
+                };
+                decide(ctx, Action::List, &t, None, None).is_ok()
+            })),
+            Err(e) => return error(io, &e).await,
+        }
+    }
+    if rows.is_empty() && !denied.is_empty() {
+        let what = namespace.unwrap_or_default();
+        return deny(ctx, io, Action::List, &what, None, &denied.join("; ")).await;
+    }
+    ctx.audit(
+        "session.started",
+        json!({"session": session, "action": "list", "namespaces": namespaces}),
+    );
+    let _ = io
+        .text(&text::pod_table(&rows, std::time::SystemTime::now()))
+        .await;
+    ctx.audit(
+        "session.ended",
+        json!({"session": session, "end_reason": "exited", "exit_status": 0}),
+    );
+    0
+}
+
+/// `list` of a whole namespace: the scope must include the namespace and the action; the
+/// policy is asked with an empty pod name (namespace-level).
+fn decide_namespace(ctx: &Ctx, namespace: &str) -> Result<Grant, String> {
+    let scope = &ctx.identity.scope;
+    if !scope.allows_action(Action::List) {
+        return Err("certificate scope does not include action \"list\"".into());
+    }
+    if !scope.allows_namespace(namespace) {
+        return Err(format!(
+            "certificate scope does not include namespace {namespace:?}"
+        ));
+    }
+    let ask = Ask {
+        groups: &ctx.identity.groups,
+        action: Action::List,
+        namespace,
+        pod: "",
+        container: None,
+        argv: None,
+        port: None,
+    };
+    match ctx.gateway.policy.decide(&ask) {
+        Decision::Allow(g) => Ok(g),
+        Decision::Deny(d) => Err(d.message),
+    }
+}
