@@ -104,7 +104,32 @@ pub fn ssh_config(host_key: PrivateKey) -> russh::server::Config {
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
+        preferred: preferred(),
         ..Default::default()
+    }
+}
+
+/// Only what we mean to offer: hybrid post-quantum or X25519 key exchange (with strict-kex,
+/// the Terrapin fix), AEAD ciphers only (so no separate MAC runs on the data path), and no
+/// compression (nothing to decompress means no decompression bombs).
+fn preferred() -> russh::Preferred {
+    use russh::{cipher, compression, kex, mac};
+    russh::Preferred {
+        kex: std::borrow::Cow::Borrowed(&[
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        cipher: std::borrow::Cow::Borrowed(&[
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+        ]),
+        mac: std::borrow::Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
+        compression: std::borrow::Cow::Borrowed(&[compression::NONE]),
+        ..russh::Preferred::DEFAULT
     }
 }
 
