@@ -429,3 +429,6 @@ impl Extensions {
 #[cfg(test)]
 #[path = "auth_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "auth_tests_more.rs"]
+mod tests_more;
