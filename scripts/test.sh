@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every check podgate has: formatting, lints, unit tests and the end-to-end suite
-# (real kubectl, ssh, ssh-keygen, tmux, script). Installs what is missing first, and only
+# (real kubectl, ssh, ssh-keygen, tmux, script, asciinema). Installs what is missing first, and only
 # that, so running it again is cheap. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ declare -A apt_for=(
   [ssh-keygen]=openssh-client
   [tmux]=tmux
   [script]=bsdutils
+  [asciinema]=asciinema
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do

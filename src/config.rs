@@ -38,6 +38,8 @@ pub struct Config {
     pub clock_skew: Duration,
     pub idle_timeout: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// New sessions are refused while the recordings file system has less free space.
+    pub recordings_min_free: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +70,55 @@ struct Raw {
     idle_timeout: Duration,
     #[serde(default)]
     metrics_listen: Option<SocketAddr>,
+    #[serde(default = "default_min_free", with = "size")]
+    recordings_min_free: u64,
+}
+
+fn default_min_free() -> u64 {
+    256 * 1024 * 1024
+}
+
+/// Byte sizes: a number with an optional unit (`512MiB`, `1GiB`, `100MB`, `4096`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad size {text:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        "TB" => 1_000_000_000_000,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "bad size unit {other:?} in {text:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+mod size {
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(n),
+            Raw::Text(t) => super::parse_size(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -156,6 +207,7 @@ impl Config {
             clock_skew: raw.clock_skew,
             idle_timeout: raw.idle_timeout,
             metrics_listen: raw.metrics_listen,
+            recordings_min_free: raw.recordings_min_free,
         })
     }
 }
@@ -180,6 +232,7 @@ max_cert_lifetime: 12h
 clock_skew: 60s
 idle_timeout: 15m
 metrics_listen: 0.0.0.0:9090
+recordings_min_free: 1GiB
 "#;
 
     #[test]
@@ -194,6 +247,23 @@ metrics_listen: 0.0.0.0:9090
         assert_eq!(c.max_cert_lifetime, Duration::from_secs(43200));
         assert_eq!(c.idle_timeout, Duration::from_secs(900));
         assert_eq!(c.kubeconfig, None);
+        assert_eq!(c.recordings_min_free, 1 << 30);
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        let cases = [
+            ("4096", Ok(4096)),
+            ("512MiB", Ok(512 << 20)),
+            ("1GB", Ok(1_000_000_000)),
+            ("2 GiB", Ok(2 << 30)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), want, "{text}");
+        }
+        for bad in ["", "MiB", "1PiB", "-1", "99999999999999999999TiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

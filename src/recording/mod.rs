@@ -5,3 +5,7 @@
 //! issue 4; the audit chain is here first because every refusal must leave a trace.
 
 pub mod audit;
+pub mod cast;
+pub mod meta;
+pub mod offline;
+pub mod recover;
