@@ -36,6 +36,68 @@ pub enum Command {
     /// Policies
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Session recordings, offline (no server needed)
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
+    /// Replay a recorded session in the terminal
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// List recorded sessions
+    List(ListArgs),
+    /// Check the audit chain and every recording against its metadata (exit 1 on a problem)
+    Verify {
+        /// The recordings directory
+        #[arg(long, value_name = "DIR")]
+        recordings: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The recordings directory
+    #[arg(long, value_name = "DIR")]
+    pub recordings: PathBuf,
+    /// Only this identity (certificate key id)
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Only this NAMESPACE or NAMESPACE/POD
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only this action (exec, shell, logs, port-forward)
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only sessions started within this long ago (e.g. 2h) or since an RFC 3339 time
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub incident: Option<String>,
+    /// Only sessions that ended for this reason (exited, client closed, incomplete, ...)
+    #[arg(long)]
+    pub end_reason: Option<String>,
+    /// JSON (one metadata object per line) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Session id (or a unique prefix of it)
+    pub session: String,
+    /// The recordings directory
+    #[arg(long, value_name = "DIR")]
+    pub recordings: PathBuf,
+    /// Playback speed
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Longest pause kept, e.g. 2s
+    #[arg(long)]
+    pub idle_limit: Option<humantime::Duration>,
+    /// Print the output without timing
+    #[arg(long)]
+    pub cat: bool,
 }
 
 #[derive(Debug, clap::Args)]

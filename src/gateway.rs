@@ -15,6 +15,10 @@ pub struct Gateway {
     pub kube: KubeBase,
     pub audit: AuditLog,
     pub limits: Limits,
+    /// Where session recordings go (`RECORDINGS/YYYY-MM-DD/SESSION.{cast,json}`).
+    pub recordings: std::path::PathBuf,
+    /// New sessions are refused below this much free space there.
+    pub recordings_min_free: u64,
 }
 
 /// Bounds that keep one client from taking the gateway down.
@@ -26,6 +30,8 @@ pub struct Limits {
     pub max_channels: usize,
     /// How long a stopping gateway lets running sessions finish.
     pub drain: std::time::Duration,
+    /// Transcript bytes recorded per `logs` session; the rest is marked as not recorded.
+    pub logs_record_cap: u64,
 }
 
 impl Default for Limits {
@@ -35,6 +41,7 @@ impl Default for Limits {
             max_channels: 10,
             // Under Kubernetes' default terminationGracePeriodSeconds (30 s).
             drain: std::time::Duration::from_secs(25),
+            logs_record_cap: 64 * 1024 * 1024,
         }
     }
 }

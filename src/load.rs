@@ -167,8 +167,27 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         None => KubeBase::in_cluster().map_err(|e| LoadError::Invalid(e.to_string()))?,
     };
     std::fs::create_dir_all(&config.recordings).map_err(|e| file_err(&config.recordings, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Recordings are for reviewers, not for the gateway's other users.
+        std::fs::set_permissions(&config.recordings, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| file_err(&config.recordings, e))?;
+    }
     let audit = AuditLog::open(&config.recordings.join("audit.jsonl"))
         .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    // Recordings left by a crash are closed (torn tail cut, marked incomplete) before any
+    // new session starts.
+    let recovered = crate::recording::recover::recover(&config.recordings)
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    for session in recovered {
+        tracing::warn!(%session, "recording of an interrupted session marked incomplete");
+        audit
+            .write(
+                "session.recovered",
+                serde_json::json!({"session": session, "end_reason": "incomplete"}),
+            )
+            .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    }
     let gateway = Gateway {
         auth: auth::Settings {
             cas,
@@ -181,6 +200,8 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         kube,
         audit,
         limits: Limits::default(),
+        recordings: config.recordings.clone(),
+        recordings_min_free: config.recordings_min_free,
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),

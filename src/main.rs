@@ -7,10 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use podgate::cli::{
-    CertCommand, Cli, Command, DevArgs, DevclusterArgs, ExplainArgs, IssueArgs, PolicyCommand,
+    CertCommand, Cli, Command, DevArgs, DevclusterArgs, ExplainArgs, IssueArgs, ListArgs,
+    PolicyCommand, RecordingsCommand, ReplayArgs,
 };
 use podgate::devcluster::{self, DevclusterError, Fixture};
 use podgate::policy::{Ask, Decision, Policy, Severity};
+use podgate::recording::offline;
 use podgate::{cert, config, dev, load, request, server};
 
 /// sysexits.h EX_USAGE: the command line was wrong.
@@ -36,6 +38,11 @@ fn main() -> ExitCode {
             },
             Command::Policy(PolicyCommand::Check { paths }) => policy_check(&paths),
             Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
+            Command::Recordings(RecordingsCommand::List(args)) => recordings_list(args),
+            Command::Recordings(RecordingsCommand::Verify { recordings }) => {
+                recordings_verify(&recordings)
+            }
+            Command::Replay(args) => replay(args).await,
         }
     });
     match result {
@@ -62,7 +69,9 @@ async fn serve(path: &Path) -> Result<u8> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, cluster = %config.cluster, kube = %loaded.gateway.kube.url(), "podgate serving");
+    let bound = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(listen = %bound, cluster = %config.cluster, kube = %loaded.gateway.kube.url(), "podgate serving");
+    println!("podgate: serving on {bound}");
     let shutdown = podgate::shutdown::on_signal();
     server::run(listener, loaded.gateway, loaded.ssh, shutdown).await;
     Ok(0)
@@ -343,4 +352,74 @@ fn policy_explain(args: ExplainArgs) -> Result<u8> {
             Ok(1)
         }
     }
+}
+
+fn recordings_list(args: ListArgs) -> Result<u8> {
+    let since = match &args.since {
+        None => None,
+        Some(text) => Some(match humantime::parse_duration(text) {
+            Ok(d) => SystemTime::now()
+                .checked_sub(d)
+                .context("--since is too far back")?,
+            Err(_) => humantime::parse_rfc3339_weak(text).with_context(|| {
+                format!("--since {text:?}: a duration (2h) or an RFC 3339 time")
+            })?,
+        }),
+    };
+    let filter = offline::Filter {
+        identity: args.identity,
+        target: args.target,
+        action: args.action,
+        since,
+        incident: args.incident,
+        end_reason: args.end_reason,
+    };
+    let items = offline::list(&args.recordings, &filter)?;
+    if args.json {
+        for m in &items {
+            println!("{}", serde_json::to_string(m)?);
+        }
+    } else {
+        print!("{}", offline::table(&items));
+    }
+    Ok(0)
+}
+
+fn recordings_verify(root: &Path) -> Result<u8> {
+    let report = offline::verify(root)?;
+    for p in &report.problems {
+        eprintln!("podgate: {p}");
+    }
+    for s in &report.in_progress {
+        eprintln!("podgate: still recording (or not recovered yet): {s}");
+    }
+    println!(
+        "{}: {} audit lines, {} sessions, {} problem(s)",
+        if report.ok() { "ok" } else { "BROKEN" },
+        report.audit_lines,
+        report.sessions,
+        report.problems.len()
+    );
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+async fn replay(args: ReplayArgs) -> Result<u8> {
+    let (meta, cast) = offline::find(&args.recordings, &args.session)?;
+    if args.cat {
+        let mut out = std::io::stdout().lock();
+        offline::cat(&cast, &mut out)?;
+        return Ok(0);
+    }
+    eprintln!(
+        "podgate: replaying {} ({} {} {}/{}), Ctrl-C to stop",
+        meta.session, meta.identity, meta.action, meta.namespace, meta.pod
+    );
+    offline::play(
+        &cast,
+        args.speed,
+        args.idle_limit.map(Into::into),
+        tokio::io::stdout(),
+    )
+    .await?;
+    Ok(0)
 }

@@ -10,5 +10,6 @@ mod e2e {
     pub mod gateway_commands;
     pub mod gateway_refusals;
     pub mod gateway_support;
+    pub mod recordings;
     pub mod support;
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::BridgeError;
+use crate::recording::session::Recorder;
 use crate::ssh::io::{ChannelIo, Input};
 
 /// Pipe sizes inside kube-rs (its default of 1 KiB costs throughput).
@@ -110,6 +111,7 @@ pub async fn run(
     let client_gone = CancellationToken::new();
     let stop_pump = CancellationToken::new();
     let pump = tokio::spawn(stdin_pump(
+        io.recorder.clone(),
         input,
         process.stdin(),
         resize,
@@ -196,6 +198,7 @@ async fn read_opt<R: tokio::io::AsyncRead + Unpin>(
 
 /// Forward client input to the pod until told to stop; give the queue back.
 async fn stdin_pump<W>(
+    recorder: Option<Recorder>,
     mut input: mpsc::UnboundedReceiver<Input>,
     mut stdin: Option<W>,
     mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
@@ -219,6 +222,13 @@ where
         };
         match next {
             Some(Input::Data(bytes, _permit)) => {
+                if let Some(r) = &recorder
+                    && r.input(&bytes).is_err()
+                {
+                    // The session ends on a recording failure; see the output side.
+                    client_gone.cancel();
+                    break;
+                }
                 if let Some(w) = stdin.as_mut() {
                     // A pod that stopped reading stdin holds this write; stop() still ends it.
                     tokio::select! {
@@ -234,6 +244,9 @@ where
                 }
             }
             Some(Input::Resize { cols, rows }) => {
+                if let Some(r) = &recorder {
+                    let _ = r.resize(cols, rows);
+                }
                 if let Some(r) = resize.as_mut() {
                     let _ = r
                         .send(TerminalSize {

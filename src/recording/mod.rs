@@ -9,3 +9,4 @@ pub mod cast;
 pub mod meta;
 pub mod offline;
 pub mod recover;
+pub mod session;

@@ -15,6 +15,8 @@ use russh::ChannelId;
 use russh::server::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::recording::session::{Recorder, Stream};
+
 /// Bytes of client input that may wait for the session to consume them.
 pub const INPUT_BUDGET: usize = 8 * 1024 * 1024;
 
@@ -99,19 +101,29 @@ pub struct ChannelIo {
     pub eof: bool,
     /// The client closed the channel.
     pub closed: bool,
+    /// The recorder of the session running on this channel, if any: output is handed to
+    /// it before the client sees it.
+    pub recorder: Option<Recorder>,
 }
 
 impl ChannelIo {
+    /// Output to the client, recorded first. A recording failure is reported as `Gone`;
+    /// the session then finds the reason in its recorder.
     pub async fn out(&self, bytes: impl Into<Bytes>) -> Result<(), Gone> {
-        self.handle
-            .data(self.id, bytes.into())
-            .await
-            .map_err(|_| Gone)
+        let bytes = bytes.into();
+        if let Some(r) = &self.recorder {
+            r.output(Stream::Stdout, &bytes).map_err(|_| Gone)?;
+        }
+        self.handle.data(self.id, bytes).await.map_err(|_| Gone)
     }
 
     pub async fn err(&self, bytes: impl Into<Bytes>) -> Result<(), Gone> {
+        let bytes = bytes.into();
+        if let Some(r) = &self.recorder {
+            r.output(Stream::Stderr, &bytes).map_err(|_| Gone)?;
+        }
         self.handle
-            .extended_data(self.id, 1, bytes.into())
+            .extended_data(self.id, 1, bytes)
             .await
             .map_err(|_| Gone)
     }

@@ -136,6 +136,7 @@ impl Connection {
             pty: slot.pty,
             eof: false,
             closed: false,
+            recorder: None,
         };
         let ctx = session::Ctx {
             gateway: self.gateway.clone(),

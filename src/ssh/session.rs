@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::io::ChannelIo;
+use super::io::{ChannelIo, PtySize};
 use super::{prompt, text};
 use crate::action::Action;
 use crate::auth::Identity;
@@ -20,6 +20,9 @@ use crate::bridge::exec::{ExecSpec, Outcome};
 use crate::bridge::{self, BridgeError, Impersonation};
 use crate::gateway::Shared;
 use crate::policy::{Ask, Decision, Grant};
+use crate::recording::cast::CastHeader;
+use crate::recording::meta::{self, Metadata, end_reason};
+use crate::recording::session::{FLUSH_EVERY, Recorder};
 use crate::request::{self, Command, LogOptions, Target};
 
 /// Exit statuses of DESIGN.md §2.
@@ -220,7 +223,7 @@ async fn run_exec(
         Ok(g) => g,
         Err(reason) => return deny(ctx, io, action, &what, line.as_deref(), &reason).await,
     };
-    let session = uuid::Uuid::new_v4().simple().to_string();
+    let session = meta::new_session_id();
     let client = match client_for(ctx, &grant, &session) {
         Ok(c) => c,
         Err(e) => return error(io, &e).await,
@@ -243,27 +246,27 @@ async fn run_exec(
         argv,
         tty,
     };
-    if !ctx.audit(
-        "session.started",
-        json!({
-            "session": session, "action": action.as_str(), "namespace": spec.namespace, "pod": spec.pod,
-            "container": container, "command": line, "tty": tty, "rule": grant.rule,
-            "impersonate_groups": grant.impersonate_groups,
-        }),
-    ) {
-        let _ = io.message("error: the session could not be recorded; refusing").await;
-        return EXIT_UNAVAILABLE;
-    }
-    let (status, reason) = match bridge::exec::run(client, &spec, io).await {
-        Ok(Outcome::Exited(code)) => (code, "exited"),
-        Ok(Outcome::ClientGone) => (255, "client closed"),
-        Err(e) => (error(io, &e).await, "error"),
+    let started = Started {
+        session: &session,
+        action,
+        namespace: &spec.namespace,
+        pod: &spec.pod,
+        container: &container,
+        command: line.as_deref(),
+        tty,
+        grant: &grant,
+        cap: None,
     };
-    ctx.audit(
-        "session.ended",
-        json!({"session": session, "end_reason": reason, "exit_status": status}),
-    );
-    status
+    let ticker = match begin(ctx, io, &started).await {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
+    let (status, reason) = match bridge::exec::run(client, &spec, io).await {
+        Ok(Outcome::Exited(code)) => (code, end_reason::EXITED),
+        Ok(Outcome::ClientGone) => (255, end_reason::CLIENT_CLOSED),
+        Err(e) => (error(io, &e).await, end_reason::ERROR),
+    };
+    end(ctx, io, &session, ticker, reason, status).await
 }
 
 async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo) -> u32 {
@@ -278,7 +281,7 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
         Ok(g) => g,
         Err(reason) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
     };
-    let session = uuid::Uuid::new_v4().simple().to_string();
+    let session = meta::new_session_id();
     let client = match client_for(ctx, &grant, &session) {
         Ok(c) => c,
         Err(e) => return error(io, &e).await,
@@ -289,18 +292,21 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
             Err(Ok(reason)) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
             Err(Err(e)) => return error(io, &e).await,
         };
-    if !ctx.audit(
-        "session.started",
-        json!({
-            "session": session, "action": "logs", "namespace": target.namespace, "pod": target.pod,
-            "container": container, "follow": options.follow, "rule": grant.rule,
-        }),
-    ) {
-        let _ = io
-            .message("error: the session could not be recorded; refusing")
-            .await;
-        return EXIT_UNAVAILABLE;
-    }
+    let started = Started {
+        session: &session,
+        action: Action::Logs,
+        namespace: &target.namespace,
+        pod: &target.pod,
+        container: &container,
+        command: None,
+        tty: io.pty.is_some(),
+        grant: &grant,
+        cap: Some(ctx.gateway.limits.logs_record_cap),
+    };
+    let ticker = match begin(ctx, io, &started).await {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
     let (status, reason) = match bridge::logs::run(
         client,
         &target.namespace,
@@ -311,13 +317,149 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
     )
     .await
     {
-        Ok(()) => (0, if io.closed { "client closed" } else { "exited" }),
-        Err(e) => (error(io, &e).await, "error"),
+        Ok(()) if io.closed => (0, end_reason::CLIENT_CLOSED),
+        Ok(()) => (0, end_reason::EXITED),
+        Err(e) => (error(io, &e).await, end_reason::ERROR),
     };
+    end(ctx, io, &session, ticker, reason, status).await
+}
+
+/// What a recorded session is, for its metadata and its `session.started` event.
+struct Started<'a> {
+    session: &'a str,
+    action: Action,
+    namespace: &'a str,
+    pod: &'a str,
+    container: &'a str,
+    command: Option<&'a str>,
+    tty: bool,
+    grant: &'a Grant,
+    /// Most transcript bytes to record (logs sessions).
+    cap: Option<u64>,
+}
+
+/// Open the session's recording and announce it. If the recording cannot be opened the
+/// session is refused (exit 69 with the reason): nothing runs unrecorded.
+async fn begin(
+    ctx: &Ctx,
+    io: &mut ChannelIo,
+    s: &Started<'_>,
+) -> Result<tokio::task::JoinHandle<()>, u32> {
+    let id = &ctx.identity;
+    let meta = Metadata {
+        session: s.session.to_owned(),
+        identity: id.key_id.clone(),
+        principal: id.principal.clone(),
+        groups: id.groups.clone(),
+        cert_serial: id.serial,
+        ca_fingerprint: id.ca_fingerprint.clone(),
+        client: ctx.client.clone(),
+        connection: ctx.connection.clone(),
+        cluster: ctx.gateway.auth.cluster.clone(),
+        incident: ctx.gateway.auth.incident.clone(),
+        reason: id.reason.clone(),
+        action: s.action.as_str().to_owned(),
+        namespace: s.namespace.to_owned(),
+        pod: s.pod.to_owned(),
+        container: Some(s.container.to_owned()),
+        command: s.command.map(str::to_owned),
+        tty: s.tty,
+        rule: s.grant.rule.clone(),
+        record_input: s.grant.record_input,
+        ..Default::default()
+    };
+    let size = io.pty.unwrap_or(PtySize { cols: 80, rows: 24 });
+    let header = CastHeader {
+        width: size.cols,
+        height: size.rows,
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        command: s.command.map(str::to_owned),
+        title: Some(format!(
+            "{} {} {}/{}:{}",
+            id.key_id, s.action, s.namespace, s.pod, s.container
+        )),
+        env: Default::default(),
+    };
+    let recorder = match Recorder::start(
+        &ctx.gateway.recordings,
+        ctx.gateway.recordings_min_free,
+        meta,
+        &header,
+        s.cap,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = format!("the session cannot be recorded ({e}); refusing");
+            ctx.audit(
+                "session.denied",
+                json!({"session": s.session, "action": s.action.as_str(), "target": format!("{}/{}", s.namespace, s.pod), "reason": reason}),
+            );
+            let _ = io.message(&format!("error: {reason}")).await;
+            return Err(EXIT_UNAVAILABLE);
+        }
+    };
+    if !ctx.audit(
+        "session.started",
+        json!({
+            "session": s.session, "action": s.action.as_str(), "namespace": s.namespace, "pod": s.pod,
+            "container": s.container, "command": s.command, "tty": s.tty, "rule": s.grant.rule,
+            "impersonate_groups": s.grant.impersonate_groups,
+        }),
+    ) {
+        let _ = recorder.finish(end_reason::ERROR, None);
+        let _ = io.message("error: the audit log cannot be written; refusing").await;
+        return Err(EXIT_UNAVAILABLE);
+    }
+    let ticking = recorder.clone();
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            every.tick().await;
+            if ticking.tick().is_err() {
+                break;
+            }
+        }
+    });
+    io.recorder = Some(recorder);
+    Ok(ticker)
+}
+
+/// Close the recording, write `session.ended`, and report a recording failure to the user
+/// (the session then ends with exit 69, reason `write failed`).
+async fn end(
+    ctx: &Ctx,
+    io: &mut ChannelIo,
+    session: &str,
+    ticker: tokio::task::JoinHandle<()>,
+    reason: &str,
+    status: u32,
+) -> u32 {
+    ticker.abort();
+    let Some(recorder) = io.recorder.take() else {
+        return status;
+    };
+    let failed = recorder.failed();
+    let (status, reason) = match &failed {
+        Some(_) => (EXIT_UNAVAILABLE, end_reason::WRITE_FAILED),
+        None => (status, reason),
+    };
+    let summary = recorder.finish(reason, Some(status));
+    let sha = summary.as_ref().ok().map(|s| s.sha256.clone());
     ctx.audit(
         "session.ended",
-        json!({"session": session, "end_reason": reason, "exit_status": status}),
+        json!({"session": session, "end_reason": reason, "exit_status": status, "cast_sha256": sha}),
     );
+    if let Some(why) = failed.or_else(|| summary.err().map(|e| e.to_string())) {
+        let _ = io
+            .message(&format!(
+                "error: the session recording failed ({why}); the session was ended"
+            ))
+            .await;
+        return EXIT_UNAVAILABLE;
+    }
     status
 }
 
@@ -330,7 +472,7 @@ async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {
         let reason = "no policy rule lets your groups list pods in a namespace that can be enumerated; name one: pods NAMESPACE";
         return deny(ctx, io, Action::List, "", None, reason).await;
     }
-    let session = uuid::Uuid::new_v4().simple().to_string();
+    let session = meta::new_session_id();
     let mut rows = Vec::new();
     let mut denied = Vec::new();
     for ns in &namespaces {
