@@ -251,5 +251,36 @@ impl TestGateway {
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if std::thread::panicking() {
+            return;
+        }
+        // Every recording a test produced must play in the real asciinema.
+        let root = self.dir.path().join("recordings");
+        for day in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(day.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = f.path();
+                if path.extension().is_some_and(|e| e == "cast") {
+                    let out = std::process::Command::new("script")
+                        .args([
+                            "-qec",
+                            &format!("asciinema cat {}", path.display()),
+                            "/dev/null",
+                        ])
+                        .stdin(std::process::Stdio::null())
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "asciinema cannot read {}: {}",
+                        path.display(),
+                        text(&out.stdout)
+                    );
+                }
+            }
+        }
     }
 }
