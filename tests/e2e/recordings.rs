@@ -171,7 +171,8 @@ async fn sessions_are_recorded_and_verifiable() {
         .iter()
         .find(|f| f.to_string_lossy().contains(session))
         .unwrap();
-    let mut bytes = std::fs::read(cast).unwrap();
+    let original = std::fs::read(cast).unwrap();
+    let mut bytes = original.clone();
     let last = bytes.len() - 3;
     bytes[last] ^= 1;
     std::fs::write(cast, bytes).unwrap();
@@ -187,6 +188,8 @@ async fn sessions_are_recorded_and_verifiable() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains(session), "{}", text(&out.stderr));
+    // Put it back: every transcript a test leaves must still play (see TestGateway).
+    std::fs::write(cast, original).unwrap();
 }
 
 /// When the recording cannot be opened, or space is short, the session is refused (69).
