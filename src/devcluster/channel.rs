@@ -195,6 +195,43 @@ where
     (tx, task)
 }
 
+/// How long a finished stream waits for the client's close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// End a stream normally: send `last` (e.g. the exec status) if any, then a Normal close
+/// frame, wait for the writer to drain, then wait briefly for the client's close frame so
+/// the closing handshake completes. Shutdown cuts the wait short.
+pub(super) async fn close_normally(
+    outbox: mpsc::Sender<Message>,
+    mut writer: Task,
+    mut reader: Task,
+    last: Option<Message>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    let sent = async {
+        let delivered = match last {
+            Some(m) => outbox.send(m).await.is_ok(),
+            None => true,
+        };
+        if delivered {
+            let _ = outbox.send(close_message(CloseCode::Normal)).await;
+        }
+        drop(outbox);
+        writer.join().await;
+    };
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return,
+        () = sent => {}
+    }
+    if tokio::time::timeout(CLOSE_GRACE, reader.join())
+        .await
+        .is_err()
+    {
+        tracing::debug!("client did not answer the close frame");
+    }
+}
+
 /// An OS error in Go's spelling: lower case, without Rust's "(os error N)".
 pub(super) fn go_error_text(error: &std::io::Error) -> String {
     let text = match error.raw_os_error() {

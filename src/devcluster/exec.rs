@@ -43,7 +43,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Protocol, Task};
@@ -73,8 +72,6 @@ const STDIN_DEPTH: usize = 8;
 /// After the main process exited and its group was killed, output that stays
 /// silent this long belongs to an escaped process: stop waiting for its EOF.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
-/// How long to wait for the client's answer to our close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// What the websocket reader hands to the stdin writer, in arrival order.
 pub(super) enum StdinEvent {
@@ -201,29 +198,13 @@ async fn run<S>(
 /// client's close frame so the closing handshake completes.
 async fn finish(
     outbox: mpsc::Sender<Message>,
-    mut writer: Task,
-    mut reader: Task,
+    writer: Task,
+    reader: Task,
     status: &Value,
     shutdown: &CancellationToken,
 ) {
-    let sent = async {
-        if outbox.send(channel::status_message(status)).await.is_ok() {
-            let _ = outbox.send(channel::close_message(CloseCode::Normal)).await;
-        }
-        drop(outbox);
-        writer.join().await;
-    };
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => return,
-        () = sent => {}
-    }
-    if tokio::time::timeout(CLOSE_GRACE, reader.join())
-        .await
-        .is_err()
-    {
-        tracing::debug!("client did not answer the close frame");
-    }
+    let last = Some(channel::status_message(status));
+    channel::close_normally(outbox, writer, reader, last, shutdown).await;
 }
 
 /// Reads client frames until the websocket ends: stdin data to the stdin

@@ -39,7 +39,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Task};
@@ -78,8 +77,6 @@ const HTTP_HEAD_LIMIT: usize = 16 * 1024;
 /// containerd's port forward: once one direction ended, the other gets one
 /// second to finish (after socat).
 const OTHER_DIRECTION_GRACE: Duration = Duration::from_secs(1);
-/// How long to wait for the client's answer to our close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serve one portforward websocket until every port is done, the client went
 /// away, or `shutdown` fired.
@@ -152,22 +149,7 @@ where
         }
         return;
     }
-    let closed = async {
-        let _ = outbox.send(channel::close_message(CloseCode::Normal)).await;
-        drop(outbox);
-        writer.join().await;
-    };
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => return,
-        () = closed => {}
-    }
-    if tokio::time::timeout(CLOSE_GRACE, reader.join())
-        .await
-        .is_err()
-    {
-        tracing::debug!("client did not answer the close frame");
-    }
+    channel::close_normally(outbox, writer, reader, None, &shutdown).await;
 }
 
 /// Routes client data frames to the port queues until the websocket ends.

@@ -3,6 +3,7 @@ use futures::SinkExt;
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::super::channel::frame;
 use super::super::channel::test_support::{
