@@ -2,13 +2,7 @@
 //! `policy check` and `policy explain`.
 
 use super::gateway_support::keygen;
-use super::support::{run, text};
-
-fn podgate(args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
-    c.args(args).kill_on_drop(true);
-    c
-}
+use super::support::{podgate, run, text};
 
 fn policy_dir() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/policy").to_owned()

@@ -5,19 +5,13 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::support::{DEADLINE, run, text};
-
-fn podgate() -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
-    c.kill_on_drop(true);
-    c
-}
+use super::support::{DEADLINE, podgate, run, text};
 
 /// A non-loopback --listen is refused with a clear message and EX_USAGE.
 #[tokio::test]
 async fn non_loopback_listen_is_refused() {
     for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.1:6443"] {
-        let mut cmd = podgate();
+        let mut cmd = podgate(&[]);
         cmd.args(["devcluster", "--listen", addr]);
         let out = run(cmd, None).await;
         assert_eq!(out.status.code(), Some(64), "{addr}");
@@ -31,7 +25,7 @@ async fn non_loopback_listen_is_refused() {
 async fn readme_quick_start_works() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("k.yaml");
-    let mut cmd = podgate();
+    let mut cmd = podgate(&[]);
     cmd.args(["devcluster", "--listen", "127.0.0.1:0", "--kubeconfig-out"])
         .arg(&kubeconfig)
         .arg("--state")

@@ -190,25 +190,7 @@ async fn logs_pods_whoami_help() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_exec_and_shell() {
     let gw = TestGateway::start().await;
-    let cert = gw
-        .sign(
-            "sre",
-            &[
-                "-I",
-                "sam@corp.example",
-                "-n",
-                "sam",
-                "-V",
-                "-1m:+1h",
-                "-z",
-                "9",
-                "-O",
-                "extension:groups@podgate=sre",
-                "-O",
-                "critical:cluster@podgate=test",
-            ],
-        )
-        .await;
+    let cert = gw.sre().await;
     let ssh = gw.ssh(
         &cert,
         "sam",

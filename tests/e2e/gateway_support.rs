@@ -11,7 +11,7 @@ use podgate::{config, load, server};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::support::{TestCluster, run, text};
+use super::support::{TestCluster, asciinema_cat, casts, run, text};
 
 /// The policy most gateway tests run with.
 pub const TEST_POLICY: &str = r#"
@@ -189,6 +189,28 @@ impl TestGateway {
         .await
     }
 
+    /// An SRE certificate: sam, group sre (the policy's shell rule), cluster test, 1 hour.
+    pub async fn sre(&self) -> PathBuf {
+        self.sign(
+            "sre",
+            &[
+                "-I",
+                "sam@corp.example",
+                "-n",
+                "sam",
+                "-V",
+                "-1m:+1h",
+                "-z",
+                "9",
+                "-O",
+                "extension:groups@podgate=sre",
+                "-O",
+                "critical:cluster@podgate=test",
+            ],
+        )
+        .await
+    }
+
     /// `ssh` to the gateway as `login` with certificate `cert`, running `args`.
     pub fn ssh(&self, cert: &Path, login: &str, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("ssh");
@@ -255,31 +277,9 @@ impl Drop for TestGateway {
             return;
         }
         // Every recording a test produced must play in the real asciinema.
-        let root = self.dir.path().join("recordings");
-        for day in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            for f in std::fs::read_dir(day.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let path = f.path();
-                if path.extension().is_some_and(|e| e == "cast") {
-                    let out = std::process::Command::new("script")
-                        .args([
-                            "-qec",
-                            &format!("asciinema cat {}", path.display()),
-                            "/dev/null",
-                        ])
-                        .stdin(std::process::Stdio::null())
-                        .output()
-                        .unwrap();
-                    assert!(
-                        out.status.success(),
-                        "asciinema cannot read {}: {}",
-                        path.display(),
-                        text(&out.stdout)
-                    );
-                }
+        for cast in casts(&self.dir.path().join("recordings")) {
+            if let Err(why) = asciinema_cat(&cast) {
+                panic!("asciinema cannot read {}: {why}", cast.display());
             }
         }
     }

@@ -1,79 +1,19 @@
 //! Recordings made by real sessions: read by the real asciinema, verified and listed by the
 //! offline tools, refused when they cannot be written, and recovered after a SIGKILL.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::gateway_support::{TEST_POLICY, TestGateway};
-use super::support::{DEADLINE, run, text};
-
-fn podgate(args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
-    c.args(args).kill_on_drop(true);
-    c
-}
-
-/// `asciinema cat FILE` under a pseudo-terminal (it insists on one); its stdout.
-async fn asciinema_cat(cast: &Path) -> String {
-    let mut c = tokio::process::Command::new("script");
-    c.args([
-        "-qec",
-        &format!("asciinema cat {}", cast.display()),
-        "/dev/null",
-    ]);
-    let out = run(c, None).await;
-    assert!(
-        out.status.success(),
-        "asciinema cat {}: {}{}",
-        cast.display(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn casts(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for day in std::fs::read_dir(root).unwrap().flatten() {
-        if day.path().is_dir() {
-            for f in std::fs::read_dir(day.path()).unwrap().flatten() {
-                if f.path().extension().is_some_and(|e| e == "cast") {
-                    out.push(f.path());
-                }
-            }
-        }
-    }
-    out
-}
-
-async fn sre_cert(gw: &TestGateway) -> PathBuf {
-    gw.sign(
-        "sre",
-        &[
-            "-I",
-            "sam@corp.example",
-            "-n",
-            "sam",
-            "-V",
-            "-1m:+1h",
-            "-z",
-            "21",
-            "-O",
-            "extension:groups@podgate=sre",
-            "-O",
-            "critical:cluster@podgate=test",
-        ],
-    )
-    .await
-}
+use super::support::{DEADLINE, asciinema_cat, casts, podgate, run, text};
 
 /// Sessions leave transcripts asciinema plays, metadata the tools list, and a chain that verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_recorded_and_verifiable() {
     let gw = TestGateway::start().await;
-    let cert = sre_cert(&gw).await;
+    let cert = gw.sre().await;
     let hostile = r"exec payments/payments-api-0 -- printf 'osc52:\033]52;c;aGVsbG8=\007 title:\033]0;pwned\007 utf8:\303\251\n'";
     let out = run(gw.ssh(&cert, "sam", &[hostile]), None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -95,7 +35,7 @@ async fn sessions_are_recorded_and_verifiable() {
     assert_eq!(files.len(), 2, "{files:?}");
     let mut played = String::new();
     for f in &files {
-        played.push_str(&asciinema_cat(f).await);
+        played.push_str(&asciinema_cat(f).unwrap());
     }
     assert!(played.contains("utf8:é"), "{played:?}");
     assert!(
@@ -249,7 +189,7 @@ async fn unrecordable_sessions_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_leaves_a_playable_recording() {
     let gw = TestGateway::start().await;
-    let cert = sre_cert(&gw).await;
+    let cert = gw.sre().await;
     // A second gateway, the real binary, on the same configuration and recordings.
     let config = gw.dir.path().join("config.yaml");
     let start = |cfg: PathBuf| async move {
@@ -342,7 +282,7 @@ async fn a_killed_gateway_leaves_a_playable_recording() {
     let (mut child, _) = start(config).await;
     let files = casts(&root);
     assert_eq!(files.len(), 1);
-    let played = asciinema_cat(&files[0]).await;
+    let played = asciinema_cat(&files[0]).unwrap();
     assert!(
         played.contains("started"),
         "{played:?} from {:?}",

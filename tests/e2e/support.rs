@@ -151,3 +151,47 @@ pub async fn run(mut cmd: tokio::process::Command, stdin: Option<&[u8]>) -> Outp
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// The podgate binary under test, with `args`.
+pub fn podgate(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
+    c.args(args).kill_on_drop(true);
+    c
+}
+
+/// `asciinema cat FILE` under a pseudo-terminal (Debian's asciinema insists on one):
+/// Ok(its stdout) if it read the file, Err(what it printed) if not. Blocking, so that it
+/// also works from a `Drop`.
+pub fn asciinema_cat(cast: &std::path::Path) -> Result<String, String> {
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("asciinema cat {}", cast.display()),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run script/asciinema: {e}"))?;
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
+}
+
+/// Every `.cast` under a recordings directory.
+pub fn casts(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(day.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.path().extension().is_some_and(|e| e == "cast") {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
