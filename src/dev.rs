@@ -152,7 +152,7 @@ pub fn prepare(paths: &Paths, gateway: SocketAddr) -> Result<String, DevError> {
     };
     let certificate = cert::issue(
         &ca,
-        &user.public_key().clone(),
+        user.public_key(),
         &req,
         CERT_LIFETIME + Duration::from_secs(120),
     )
@@ -202,7 +202,6 @@ pub fn prepare(paths: &Paths, gateway: SocketAddr) -> Result<String, DevError> {
         kc = paths.kubeconfig.display(),
     );
     write_private(&paths.config, config.as_bytes())?;
-    let _ = user;
     Ok(config)
 }
 

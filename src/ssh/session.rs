@@ -127,11 +127,23 @@ fn decide(
     ctx.identity
         .scope
         .check(action, &target.namespace, &target.pod)?;
+    ask_policy(ctx, action, &target.namespace, &target.pod, container, argv)
+}
+
+/// The policy's answer for the certificate's groups (the scope is checked by the caller).
+fn ask_policy(
+    ctx: &Ctx,
+    action: Action,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    argv: Option<&[String]>,
+) -> Result<Grant, String> {
     let ask = Ask {
         groups: &ctx.identity.groups,
         action,
-        namespace: &target.namespace,
-        pod: &target.pod,
+        namespace,
+        pod,
         container,
         argv,
         port: None,
@@ -533,17 +545,5 @@ fn decide_namespace(ctx: &Ctx, namespace: &str) -> Result<Grant, String> {
             "certificate scope does not include namespace {namespace:?}"
         ));
     }
-    let ask = Ask {
-        groups: &ctx.identity.groups,
-        action: Action::List,
-        namespace,
-        pod: "",
-        container: None,
-        argv: None,
-        port: None,
-    };
-    match ctx.gateway.policy.decide(&ask) {
-        Decision::Allow(g) => Ok(g),
-        Decision::Deny(d) => Err(d.message),
-    }
+    ask_policy(ctx, Action::List, namespace, "", None, None)
 }
