@@ -1,8 +1,10 @@
-//! What the gateway keeps for incident review: the audit log of every authentication and
-//! session event (`RECORDINGS/audit.jsonl`, hash-chained).
+//! What the gateway keeps for incident review (DESIGN.md §6): per session an asciicast v2
+//! transcript and a metadata sidecar, and for the whole gateway the hash-chained audit log
+//! of every authentication and session event (`RECORDINGS/audit.jsonl`).
 //!
-//! Session transcripts (asciicast) and their metadata arrive with the recording work of
-//! issue 4; the audit chain is here first because every refusal must leave a trace.
+//! `cast` writes transcripts, `meta` the sidecars, `session` ties both to one session,
+//! `audit` keeps the chain, `recover` repairs what a crash left, and `offline` is what
+//! `podgate recordings list|verify` and `podgate replay` use with no server running.
 
 pub mod audit;
 pub mod cast;
