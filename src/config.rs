@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod limits;
+pub use limits::Limits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0}")]
@@ -40,6 +43,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// New sessions are refused while the recordings file system has less free space.
     pub recordings_min_free: u64,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +76,8 @@ struct Raw {
     metrics_listen: Option<SocketAddr>,
     #[serde(default = "default_min_free", with = "size")]
     recordings_min_free: u64,
+    #[serde(default)]
+    limits: Limits,
 }
 
 fn default_min_free() -> u64 {
@@ -189,6 +195,7 @@ impl Config {
                 "max_cert_lifetime and idle_timeout must be positive".into(),
             ));
         }
+        raw.limits.check().map_err(&invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(Config {
@@ -208,6 +215,7 @@ impl Config {
             idle_timeout: raw.idle_timeout,
             metrics_listen: raw.metrics_listen,
             recordings_min_free: raw.recordings_min_free,
+            limits: raw.limits,
         })
     }
 }
@@ -233,6 +241,11 @@ clock_skew: 60s
 idle_timeout: 15m
 metrics_listen: 0.0.0.0:9090
 recordings_min_free: 1GiB
+limits:
+  login_grace: 10s
+  max_unauthenticated_per_source: 8
+  penalty_exempt: [10.0.0.0/8]
+  logs_record_cap: 16MiB
 "#;
 
     #[test]
@@ -248,6 +261,10 @@ recordings_min_free: 1GiB
         assert_eq!(c.idle_timeout, Duration::from_secs(900));
         assert_eq!(c.kubeconfig, None);
         assert_eq!(c.recordings_min_free, 1 << 30);
+        assert_eq!(c.limits.login_grace, Duration::from_secs(10));
+        assert_eq!(c.limits.max_unauthenticated_per_source, 8);
+        assert_eq!(c.limits.logs_record_cap, 16 << 20);
+        assert_eq!(c.limits.max_channels, Limits::default().max_channels);
     }
 
     #[test]
@@ -281,6 +298,14 @@ recordings_min_free: 1GiB
             (format!("{minimal}idle_timeout: soon\n"), "bad duration"),
             (minimal.replace("policy: p\n", ""), "missing field `policy`"),
             (format!("{minimal}incident: 'x,y'\n"), "incident"),
+            (
+                format!("{minimal}limits:\n  max_channel: 3\n"),
+                "unknown field `max_channel`",
+            ),
+            (
+                format!("{minimal}limits:\n  max_channels: 0\n"),
+                "limits.max_channels must be at least 1",
+            ),
         ];
         for (text, want) in cases {
             let err = Config::parse(Path::new("c.yaml"), &text)

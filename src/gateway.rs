@@ -1,10 +1,14 @@
 //! Everything a running gateway decides with, built once at start by `main` from the
-//! configuration and the files it names, and shared by every connection.
+//! configuration and the files it names, and shared by every connection; plus the little
+//! state that must be shared at run time: how many sessions each identity has running.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::auth;
 use crate::bridge::KubeBase;
+pub use crate::config::Limits;
 use crate::policy::Policy;
 use crate::recording::audit::AuditLog;
 
@@ -15,33 +19,65 @@ pub struct Gateway {
     pub kube: KubeBase,
     pub audit: AuditLog,
     pub limits: Limits,
+    /// A session without traffic either way for this long is ended.
+    pub idle_timeout: Duration,
     /// Where session recordings go (`RECORDINGS/YYYY-MM-DD/SESSION.{cast,json}`).
     pub recordings: std::path::PathBuf,
     /// New sessions are refused below this much free space there.
     pub recordings_min_free: u64,
+    /// Running sessions per identity (`limits.max_sessions_per_identity`).
+    pub sessions: SessionCounts,
 }
 
-/// Bounds that keep one client from taking the gateway down.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Session channels open at once on one connection (OpenSSH MaxSessions is 10).
-    pub max_channels: usize,
-    /// How long a stopping gateway lets running sessions finish.
-    pub drain: std::time::Duration,
-    /// Transcript bytes recorded per `logs` session; the rest is marked as not recorded.
-    pub logs_record_cap: u64,
+/// Sessions running per identity, bounded.
+#[derive(Default)]
+pub struct SessionCounts {
+    counts: Mutex<HashMap<String, usize>>,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_connections: 1024,
-            max_channels: 10,
-            // Under Kubernetes' default terminationGracePeriodSeconds (30 s).
-            drain: std::time::Duration::from_secs(25),
-            logs_record_cap: 64 * 1024 * 1024,
+/// Held while a session runs; dropping it frees the slot.
+pub struct SessionSlot {
+    owner: Arc<Gateway>,
+    identity: String,
+}
+
+impl SessionCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn running(&self, identity: &str) -> usize {
+        self.lock().get(identity).copied().unwrap_or(0)
+    }
+}
+
+impl Gateway {
+    /// Take a session slot for `identity`, or say why not.
+    pub fn session_slot(self: &Arc<Self>, identity: &str) -> Result<SessionSlot, String> {
+        let max = self.limits.max_sessions_per_identity;
+        let mut counts = self.sessions.lock();
+        let n = counts.entry(identity.to_owned()).or_insert(0);
+        if *n >= max {
+            return Err(format!(
+                "{identity} already has {max} sessions running (limits.max_sessions_per_identity)"
+            ));
+        }
+        *n += 1;
+        Ok(SessionSlot {
+            owner: self.clone(),
+            identity: identity.to_owned(),
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.sessions.lock();
+        if let Some(n) = counts.get_mut(&self.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.identity);
+            }
         }
     }
 }

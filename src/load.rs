@@ -12,7 +12,7 @@ use russh::{MethodKind, MethodSet};
 use crate::auth::{self, TrustedCas};
 use crate::bridge::KubeBase;
 use crate::config::Config;
-use crate::gateway::{Gateway, Limits};
+use crate::gateway::{Gateway, SessionCounts};
 use crate::policy::Policy;
 use crate::recording::audit::AuditLog;
 
@@ -87,7 +87,7 @@ pub fn host_key(path: &Path) -> Result<PrivateKey, LoadError> {
 }
 
 /// The SSH settings podgate runs with (see README "SSH settings").
-pub fn ssh_config(host_key: PrivateKey) -> russh::server::Config {
+pub fn ssh_config(host_key: PrivateKey, max_auth_attempts: usize) -> russh::server::Config {
     russh::server::Config {
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-podgate_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -96,7 +96,7 @@ pub fn ssh_config(host_key: PrivateKey) -> russh::server::Config {
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
-        max_auth_attempts: 6,
+        max_auth_attempts,
         keys: vec![host_key],
         // Idle shells and `logs -f` are ended by podgate's own session rules, not by the
         // transport; keepalives notice dead peers.
@@ -199,12 +199,14 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         policy,
         kube,
         audit,
-        limits: Limits::default(),
+        limits: config.limits.clone(),
+        idle_timeout: config.idle_timeout,
+        sessions: SessionCounts::default(),
         recordings: config.recordings.clone(),
         recordings_min_free: config.recordings_min_free,
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),
-        ssh: Arc::new(ssh_config(key)),
+        ssh: Arc::new(ssh_config(key, config.limits.max_auth_attempts)),
     })
 }

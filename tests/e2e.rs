@@ -10,6 +10,8 @@ mod e2e {
     pub mod gateway_commands;
     pub mod gateway_refusals;
     pub mod gateway_support;
+    pub mod lifetime;
+    pub mod port_forward;
     pub mod recordings;
     pub mod support;
 }

@@ -41,6 +41,8 @@ pub enum Outcome {
     Exited(u32),
     /// The client closed the channel first; the remote process was aborted.
     ClientGone,
+    /// The session had to end (expiry, idle, revocation); the remote process was aborted.
+    Stopped,
 }
 
 /// The exit status in a channel-3 Status (see the kubelet's v4 status writer): Success is
@@ -123,8 +125,13 @@ pub async fn run(
     let mut out_buf = vec![0u8; CHUNK];
     let mut err_buf = vec![0u8; CHUNK];
     let mut outcome = None;
+    let lifetime = io.lifetime.clone();
     while stdout.is_some() || stderr.is_some() {
         tokio::select! {
+            _ = lifetime.stopped() => {
+                outcome = Some(Outcome::Stopped);
+                break;
+            }
             n = read_opt(&mut stdout, &mut out_buf) => match n {
                 Some(n) if n > 0 => {
                     if io.out(out_buf.get(..n).unwrap_or_default().to_vec()).await.is_err() {

@@ -38,8 +38,11 @@ pub async fn run(
         .map_err(BridgeError::from_kube)?;
     let mut stream = Box::pin(stream);
     let mut buf = vec![0u8; CHUNK];
+    let lifetime = io.lifetime.clone();
     loop {
         tokio::select! {
+            // The session must end (expiry, idle, revocation); the caller says why.
+            _ = lifetime.stopped() => return Ok(()),
             n = stream.read(&mut buf) => match n {
                 Ok(0) => return Ok(()),
                 Ok(n) => {

@@ -13,6 +13,7 @@
 pub mod exec;
 pub mod logs;
 pub mod pods;
+pub mod portforward;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -98,6 +98,17 @@ pub struct Metadata {
     pub cast: Option<CastInfo>,
     /// True only when the gateway ended the session and finished the recording itself.
     pub complete: bool,
+    /// Port-forward sessions: the pod port forwarded to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Port-forward sessions: TCP connections forwarded (`bytes.stdin` went to the pod,
+    /// `bytes.stdout` came from it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub connections: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]

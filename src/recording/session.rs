@@ -63,6 +63,30 @@ fn free_space(path: &Path) -> Result<u64, RecordError> {
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
+/// Check free space, then write the incomplete metadata of a new session under `root`.
+/// Returns the paths of its `.cast` and `.json`.
+pub(super) fn begin_metadata(
+    root: &Path,
+    min_free: u64,
+    meta: &mut Metadata,
+) -> Result<(PathBuf, PathBuf), RecordError> {
+    let free = free_space(root)?;
+    if free < min_free {
+        return Err(RecordError::LowSpace {
+            free,
+            min: min_free,
+        });
+    }
+    let now = SystemTime::now();
+    let (dir, cast_path, json) = meta::paths(root, &meta.session, now);
+    meta::create_dir(&dir)?;
+    meta.version = meta::VERSION;
+    meta.start = meta::rfc3339(now);
+    meta.complete = false;
+    meta::write(&json, meta)?;
+    Ok((cast_path, json))
+}
+
 impl Recorder {
     /// Create the metadata (incomplete) and the transcript for `meta.session` under `root`.
     /// Refuses when the file system has less than `min_free` bytes free.
@@ -73,20 +97,7 @@ impl Recorder {
         header: &CastHeader,
         cap: Option<u64>,
     ) -> Result<Recorder, RecordError> {
-        let free = free_space(root)?;
-        if free < min_free {
-            return Err(RecordError::LowSpace {
-                free,
-                min: min_free,
-            });
-        }
-        let now = SystemTime::now();
-        let (dir, cast_path, json) = meta::paths(root, &meta.session, now);
-        meta::create_dir(&dir)?;
-        meta.version = meta::VERSION;
-        meta.start = meta::rfc3339(now);
-        meta.complete = false;
-        meta::write(&json, &meta)?;
+        let (cast_path, json) = begin_metadata(root, min_free, &mut meta)?;
         let cast = CastWriter::create(&cast_path, header)?;
         Ok(Recorder {
             inner: Arc::new(Mutex::new(Inner {

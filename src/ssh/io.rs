@@ -15,6 +15,7 @@ use russh::ChannelId;
 use russh::server::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::lifetime::Lifetime;
 use crate::recording::session::{Recorder, Stream};
 
 /// Bytes of client input that may wait for the session to consume them.
@@ -38,17 +39,26 @@ pub enum Input {
 pub struct InputSender {
     tx: mpsc::UnboundedSender<Input>,
     budget: Arc<Semaphore>,
+    lifetime: Arc<Lifetime>,
 }
 
 impl InputSender {
-    pub fn new() -> (InputSender, mpsc::UnboundedReceiver<Input>) {
+    pub fn new(lifetime: Arc<Lifetime>) -> (InputSender, mpsc::UnboundedReceiver<Input>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let budget = Arc::new(Semaphore::new(INPUT_BUDGET));
-        (InputSender { tx, budget }, rx)
+        (
+            InputSender {
+                tx,
+                budget,
+                lifetime,
+            },
+            rx,
+        )
     }
 
     /// Queue stdin bytes, waiting only if the budget is exhausted.
     pub async fn data(&self, bytes: &[u8]) {
+        self.lifetime.touch();
         let n = u32::try_from(bytes.len().min(INPUT_BUDGET)).unwrap_or(u32::MAX);
         let permit = match self.budget.clone().try_acquire_many_owned(n) {
             Ok(p) => Some(p),
@@ -60,6 +70,9 @@ impl InputSender {
     }
 
     pub fn send(&self, input: Input) {
+        if let Input::Resize { .. } = input {
+            self.lifetime.touch();
+        }
         let _ = self.tx.send(input);
     }
 }
@@ -104,6 +117,37 @@ pub struct ChannelIo {
     /// The recorder of the session running on this channel, if any: output is handed to
     /// it before the client sees it.
     pub recorder: Option<Recorder>,
+    /// Traffic and deadlines of this channel.
+    pub lifetime: Arc<Lifetime>,
+}
+
+/// Writes gateway notices to a channel while its session runs elsewhere (expiry
+/// warnings): recorded as a marker and as output, shown only with a PTY.
+#[derive(Clone)]
+pub struct Notifier {
+    handle: Handle,
+    id: ChannelId,
+    pty: bool,
+    lifetime: Arc<Lifetime>,
+}
+
+impl Notifier {
+    pub async fn warn(&self, text: &str) {
+        let line = format!("\r\npodgate: {text}\r\n");
+        let recorder = self.lifetime.recorder();
+        if recorder.is_none() {
+            self.lifetime.pending_notice(format!("podgate: {text}"));
+        }
+        if let Some(r) = &recorder {
+            let _ = r.marker(&format!("podgate: {text}"));
+            if self.pty && r.output(Stream::Stdout, line.as_bytes()).is_err() {
+                return;
+            }
+        }
+        if self.pty {
+            let _ = self.handle.data(self.id, Bytes::from(line)).await;
+        }
+    }
 }
 
 impl ChannelIo {
@@ -111,6 +155,7 @@ impl ChannelIo {
     /// the session then finds the reason in its recorder.
     pub async fn out(&self, bytes: impl Into<Bytes>) -> Result<(), Gone> {
         let bytes = bytes.into();
+        self.lifetime.touch();
         if let Some(r) = &self.recorder {
             r.output(Stream::Stdout, &bytes).map_err(|_| Gone)?;
         }
@@ -119,6 +164,7 @@ impl ChannelIo {
 
     pub async fn err(&self, bytes: impl Into<Bytes>) -> Result<(), Gone> {
         let bytes = bytes.into();
+        self.lifetime.touch();
         if let Some(r) = &self.recorder {
             r.output(Stream::Stderr, &bytes).map_err(|_| Gone)?;
         }
@@ -126,6 +172,15 @@ impl ChannelIo {
             .extended_data(self.id, 1, bytes)
             .await
             .map_err(|_| Gone)
+    }
+
+    pub fn notifier(&self) -> Notifier {
+        Notifier {
+            handle: self.handle.clone(),
+            id: self.id,
+            pty: self.pty.is_some(),
+            lifetime: self.lifetime.clone(),
+        }
     }
 
     /// Text written by the gateway itself: with a PTY the client's terminal is in raw

@@ -5,11 +5,17 @@
 //! channels (bounded per connection), PTY and window-change requests, `exec` and `shell`.
 //! It explicitly refuses, with a failure reply so the client does not hang: environment
 //! variables (LD_PRELOAD and friends never reach a pod), agent and X11 forwarding,
-//! subsystems, remote forwards, and (until port-forward lands) direct-tcpip channels.
+//! subsystems and remote forwards. Local forwards (`direct-tcpip`) go to `forward`.
+//!
+//! After login a watcher per connection disconnects the client shortly after its
+//! certificate expires.
 
+mod forward;
 pub mod io;
+pub mod lifetime;
 pub mod prechecks;
 mod prompt;
+mod recorded;
 mod session;
 mod text;
 
@@ -22,10 +28,13 @@ use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Identity};
 use crate::gateway::Shared;
+use crate::recording::meta::end_reason;
 use io::{Input, InputSender, PtySize};
 
 /// Errors that end a connection (russh's own; our refusals are replies, not errors).
@@ -52,10 +61,22 @@ pub struct Connection {
     /// For audit events of refusals russh makes itself (see `prechecks`).
     trace: Arc<prechecks::ConnectionTrace>,
     registered: Option<tokio::task::Id>,
+    /// The certificate this connection logged in with (checked again on revocation).
+    certificate: Option<Arc<Certificate>>,
+    /// An end decided for every channel of this connection (revocation, expiry).
+    ending: watch::Sender<Option<&'static str>>,
+    /// Cancelled when the connection is gone (stops its watcher).
+    gone: CancellationToken,
+    /// Forwarded connections open now, and the port-forward sessions they belong to.
+    forwards: forward::Forwards,
+    /// A certificate was refused on this connection (for source penalties).
+    pub failed_auth: bool,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.gone.cancel();
+
         if let Some(id) = self.registered.take() {
             prechecks::unregister(id);
         }
@@ -85,6 +106,21 @@ impl Connection {
             identity: None,
             channels: HashMap::new(),
             tasks,
+            certificate: None,
+            ending: watch::channel(None).0,
+            gone: CancellationToken::new(),
+            forwards: forward::Forwards::default(),
+            failed_auth: false,
+        }
+    }
+
+    fn ctx(&self, identity: Arc<Identity>) -> session::Ctx {
+        session::Ctx {
+            gateway: self.gateway.clone(),
+            identity,
+            client: self.client(),
+            connection: self.id.clone(),
+            ending: self.ending.subscribe(),
         }
     }
 
@@ -127,7 +163,8 @@ impl Connection {
             // One command per channel (RFC 4254 §6.5).
             return session.channel_failure(channel);
         }
-        let (tx, rx) = InputSender::new();
+        let life = lifetime::Lifetime::new();
+        let (tx, rx) = InputSender::new(life.clone());
         slot.input = Some(tx);
         let io = io::ChannelIo {
             handle: session.handle(),
@@ -137,13 +174,9 @@ impl Connection {
             eof: false,
             closed: false,
             recorder: None,
+            lifetime: life,
         };
-        let ctx = session::Ctx {
-            gateway: self.gateway.clone(),
-            identity,
-            client: self.client(),
-            connection: self.id.clone(),
-        };
+        let ctx = self.ctx(identity);
         session.channel_success(channel)?;
         self.tasks.spawn(session::run(ctx, command, io));
         Ok(())
@@ -172,6 +205,7 @@ impl russh::server::Handler for Connection {
             .public_key
             .fingerprint(russh::keys::HashAlg::Sha256)
             .to_string();
+        self.failed_auth = true;
         self.audit(
             "auth.rejected",
             json!({
@@ -204,9 +238,11 @@ impl russh::server::Handler for Connection {
                 }
                 tracing::info!(key_id = %identity.key_id, serial = identity.serial, client = %self.client(), "auth.accepted");
                 self.identity = Some(Arc::new(identity));
+                self.certificate = Some(Arc::new(certificate.clone()));
                 Ok(Auth::Accept)
             }
             Err(rejection) => {
+                self.failed_auth = true;
                 tracing::info!(code = rejection.code(), reason = %rejection, client = %self.client(), "auth.rejected");
                 self.audit(
                     "auth.rejected",
@@ -219,6 +255,21 @@ impl russh::server::Handler for Connection {
                 Ok(Auth::reject())
             }
         }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let (Some(identity), Some(cert)) = (&self.identity, &self.certificate) {
+            let watcher = Watcher {
+                connection: self.id.clone(),
+                certificate: cert.clone(),
+                valid_before: identity.valid_before,
+                ending: self.ending.clone(),
+                gone: self.gone.clone(),
+                handle: session.handle(),
+            };
+            self.tasks.spawn(watcher.run());
+        }
+        Ok(())
     }
 
     async fn channel_open_session(
@@ -255,23 +306,24 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        drop(channel);
-        if let Some(identity) = &self.identity {
-            self.audit(
-                "session.denied",
-                json!({
-                    "connection": self.id, "client": self.client(), "key_id": identity.key_id,
-                    "action": "port-forward", "target": format!("{host_to_connect}:{port_to_connect}"),
-                    "reason": "port-forward is not available in this version of podgate",
-                }),
-            );
+        let Some(identity) = self.identity.clone() else {
+            drop(channel);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let ctx = self.ctx(identity);
+        let opened = forward::open(&ctx, &mut self.forwards, host_to_connect, port_to_connect);
+        match opened {
+            Ok(start) => {
+                self.tasks.spawn(forward::run(ctx, start, channel, reply));
+            }
+            Err(refusal) => {
+                drop(channel);
+                reply.reject(refusal).await;
+            }
         }
-        reply
-            .reject(ChannelOpenFailure::Other {
-                code: 1,
-                reason: "podgate: port-forward is not available in this version".into(),
-            })
-            .await;
         Ok(())
     }
 
@@ -426,5 +478,43 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         Ok(false)
+    }
+}
+
+/// Disconnects a logged-in client shortly after its certificate expires (its channels
+/// have ended at the expiry itself, see `lifetime`). Revocation joins here with issue 5.
+struct Watcher {
+    connection: String,
+    certificate: Arc<Certificate>,
+    valid_before: u64,
+    ending: watch::Sender<Option<&'static str>>,
+    gone: CancellationToken,
+    handle: russh::server::Handle,
+}
+
+/// Time for channels to send their exit status before the connection is cut.
+const DISCONNECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Watcher {
+    async fn run(self) {
+        let expires = std::time::Duration::from_secs(self.valid_before.saturating_sub(now()));
+        tokio::select! {
+            _ = self.gone.cancelled() => return,
+            _ = tokio::time::sleep(expires + DISCONNECT_AFTER) => {}
+        }
+        tracing::info!(connection = %self.connection, serial = self.certificate.serial(), "certificate expired; disconnecting");
+        self.ending.send_replace(Some(end_reason::EXPIRED));
+        tokio::select! {
+            _ = self.gone.cancelled() => return,
+            _ = tokio::time::sleep(DISCONNECT_AFTER) => {}
+        }
+        let _ = self
+            .handle
+            .disconnect(
+                russh::Disconnect::ByApplication,
+                "podgate: your certificate expired".into(),
+                "en".into(),
+            )
+            .await;
     }
 }

@@ -77,10 +77,15 @@ pub async fn run(ctx: &Ctx, io: &mut ChannelIo) -> u32 {
     if io.text(PROMPT).await.is_err() {
         return last;
     }
+    let lifetime = io.lifetime.clone();
     loop {
         let b = match pending.pop_front() {
             Some(b) => b,
-            None => match io.input.recv().await {
+            None => match tokio::select! {
+                input = io.input.recv() => input,
+                // The channel must end (expiry, idle, revocation); the caller says why.
+                _ = lifetime.stopped() => return last,
+            } {
                 Some(Input::Data(bytes, _permit)) => {
                     pending.extend(bytes.iter().copied());
                     continue;

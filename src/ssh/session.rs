@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::io::{ChannelIo, PtySize};
+use super::io::ChannelIo;
+use super::lifetime::{self, ConnectionEnd};
+use super::recorded::{self, Started};
 use super::{prompt, text};
 use crate::action::Action;
 use crate::auth::Identity;
@@ -20,15 +22,17 @@ use crate::bridge::exec::{ExecSpec, Outcome};
 use crate::bridge::{self, BridgeError, Impersonation};
 use crate::gateway::Shared;
 use crate::policy::{Ask, Decision, Grant};
-use crate::recording::cast::CastHeader;
-use crate::recording::meta::{self, Metadata, end_reason};
-use crate::recording::session::{FLUSH_EVERY, Recorder};
+use crate::recording::meta::{self, end_reason};
 use crate::request::{self, Command, LogOptions, Target};
 
 /// Exit statuses of DESIGN.md §2.
 pub const EXIT_USAGE: u32 = 64;
 pub const EXIT_DENIED: u32 = 77;
 pub const EXIT_UNAVAILABLE: u32 = 69;
+/// Ended by certificate expiry, max session, idle timeout or revocation (as `timeout(1)`).
+pub const EXIT_ENDED: u32 = 124;
+/// How long a session's work may take to stop after it had to end, before it is dropped.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a session knows about its connection.
 #[derive(Clone)]
@@ -37,10 +41,12 @@ pub struct Ctx {
     pub identity: Arc<Identity>,
     pub client: String,
     pub connection: String,
+    /// An end decided for the whole connection (revocation).
+    pub ending: ConnectionEnd,
 }
 
 impl Ctx {
-    fn audit(&self, event: &str, mut fields: serde_json::Value) -> bool {
+    pub(super) fn audit(&self, event: &str, mut fields: serde_json::Value) -> bool {
         if let Some(obj) = fields.as_object_mut() {
             obj.insert("connection".into(), json!(self.connection));
             obj.insert("client".into(), json!(self.client));
@@ -57,27 +63,77 @@ impl Ctx {
     }
 }
 
-/// Run a channel to its end and close it with the exit status.
+/// Run a channel to its end and close it with the exit status. The channel ends early,
+/// with exit 124 and the reason, at its deadlines (see `lifetime`).
 pub async fn run(ctx: Ctx, requested: Option<Vec<u8>>, mut io: ChannelIo) {
-    let status = match (ctx.identity.force_command.clone(), requested) {
+    let life = io.lifetime.clone();
+    let notifier = io.notifier();
+    let watcher = lifetime::watch(
+        ctx.identity.valid_before,
+        ctx.gateway.idle_timeout,
+        &life,
+        ctx.ending.clone(),
+        |text| {
+            let n = notifier.clone();
+            tokio::spawn(async move { n.warn(&text).await });
+        },
+    );
+    let status = {
+        let serve = serve(&ctx, requested, &mut io);
+        tokio::pin!(serve);
+        tokio::select! {
+            status = &mut serve => status,
+            ending = watcher => {
+                life.end(ending);
+                // The running command sees the stop and ends its recording with the reason;
+                // something stuck in a Kubernetes call is dropped after a grace.
+                tokio::time::timeout(STOP_GRACE, &mut serve).await.unwrap_or(EXIT_ENDED)
+            }
+        }
+    };
+    let status = match life.ending() {
+        Some(ending) if !life.reported() => {
+            if let Some(recorder) = io.recorder.take() {
+                // The session's work was dropped before it could close its recording.
+                let _ = io.message(&ending.message).await;
+                let _ = recorder.marker(&format!("podgate: {}", ending.message));
+                let summary = recorder.finish(ending.reason, Some(EXIT_ENDED));
+                ctx.audit(
+                    "session.ended",
+                    json!({"session": recorder.session(), "end_reason": ending.reason, "exit_status": EXIT_ENDED,
+                           "cast_sha256": summary.ok().map(|s| s.sha256)}),
+                );
+                io.lifetime.session_ended();
+            } else {
+                let _ = io.message(&ending.message).await;
+            }
+            EXIT_ENDED
+        }
+        Some(_) => EXIT_ENDED,
+        None => status,
+    };
+    if !io.closed {
+        io.finish(status).await;
+    }
+}
+
+async fn serve(ctx: &Ctx, requested: Option<Vec<u8>>, io: &mut ChannelIo) -> u32 {
+    match (ctx.identity.force_command.clone(), requested) {
         (Some(forced), requested) => {
             // As in OpenSSH, the certificate's force-command replaces the request, which
             // is only logged.
             let asked = requested.map(|r| String::from_utf8_lossy(&r).into_owned());
             tracing::info!(key_id = %ctx.identity.key_id, requested = ?asked, forced = %forced, "force-command applied");
-            run_line(&ctx, forced.as_bytes(), &mut io).await
+            run_line(ctx, forced.as_bytes(), io).await
         }
-        (None, Some(line)) => run_line(&ctx, &line, &mut io).await,
-        (None, None) if io.pty.is_some() => prompt::run(&ctx, &mut io).await,
+        (None, Some(line)) => run_line(ctx, &line, io).await,
+        (None, None) if io.pty.is_some() => prompt::run(ctx, io).await,
         (None, None) => {
             let _ = io
                 .message("no command given; try: ssh GATEWAY help (or ssh -t GATEWAY for a prompt)")
                 .await;
             EXIT_USAGE
         }
-    };
-    if !io.closed {
-        io.finish(status).await;
     }
 }
 
@@ -269,16 +325,18 @@ async fn run_exec(
         grant: &grant,
         cap: None,
     };
-    let ticker = match begin(ctx, io, &started).await {
-        Ok(t) => t,
+    let running = match recorded::begin(ctx, io, &started).await {
+        Ok(r) => r,
         Err(status) => return status,
     };
     let (status, reason) = match bridge::exec::run(client, &spec, io).await {
         Ok(Outcome::Exited(code)) => (code, end_reason::EXITED),
         Ok(Outcome::ClientGone) => (255, end_reason::CLIENT_CLOSED),
+        // `recorded::end` reports the reason from the channel's lifetime.
+        Ok(Outcome::Stopped) => (EXIT_ENDED, end_reason::ERROR),
         Err(e) => (error(io, &e).await, end_reason::ERROR),
     };
-    end(ctx, io, &session, ticker, reason, status).await
+    recorded::end(ctx, io, running, reason, status).await
 }
 
 async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo) -> u32 {
@@ -315,8 +373,8 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
         grant: &grant,
         cap: Some(ctx.gateway.limits.logs_record_cap),
     };
-    let ticker = match begin(ctx, io, &started).await {
-        Ok(t) => t,
+    let running = match recorded::begin(ctx, io, &started).await {
+        Ok(r) => r,
         Err(status) => return status,
     };
     let (status, reason) = match bridge::logs::run(
@@ -333,146 +391,7 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
         Ok(()) => (0, end_reason::EXITED),
         Err(e) => (error(io, &e).await, end_reason::ERROR),
     };
-    end(ctx, io, &session, ticker, reason, status).await
-}
-
-/// What a recorded session is, for its metadata and its `session.started` event.
-struct Started<'a> {
-    session: &'a str,
-    action: Action,
-    namespace: &'a str,
-    pod: &'a str,
-    container: &'a str,
-    command: Option<&'a str>,
-    tty: bool,
-    grant: &'a Grant,
-    /// Most transcript bytes to record (logs sessions).
-    cap: Option<u64>,
-}
-
-/// Open the session's recording and announce it. If the recording cannot be opened the
-/// session is refused (exit 69 with the reason): nothing runs unrecorded.
-async fn begin(
-    ctx: &Ctx,
-    io: &mut ChannelIo,
-    s: &Started<'_>,
-) -> Result<tokio::task::JoinHandle<()>, u32> {
-    let id = &ctx.identity;
-    let meta = Metadata {
-        session: s.session.to_owned(),
-        identity: id.key_id.clone(),
-        principal: id.principal.clone(),
-        groups: id.groups.clone(),
-        cert_serial: id.serial,
-        ca_fingerprint: id.ca_fingerprint.clone(),
-        client: ctx.client.clone(),
-        connection: ctx.connection.clone(),
-        cluster: ctx.gateway.auth.cluster.clone(),
-        incident: ctx.gateway.auth.incident.clone(),
-        reason: id.reason.clone(),
-        action: s.action.as_str().to_owned(),
-        namespace: s.namespace.to_owned(),
-        pod: s.pod.to_owned(),
-        container: Some(s.container.to_owned()),
-        command: s.command.map(str::to_owned),
-        tty: s.tty,
-        rule: s.grant.rule.clone(),
-        record_input: s.grant.record_input,
-        ..Default::default()
-    };
-    let size = io.pty.unwrap_or(PtySize { cols: 80, rows: 24 });
-    let header = CastHeader {
-        width: size.cols,
-        height: size.rows,
-        timestamp: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        command: s.command.map(str::to_owned),
-        title: Some(format!(
-            "{} {} {}/{}:{}",
-            id.key_id, s.action, s.namespace, s.pod, s.container
-        )),
-        env: Default::default(),
-    };
-    let recorder = match Recorder::start(
-        &ctx.gateway.recordings,
-        ctx.gateway.recordings_min_free,
-        meta,
-        &header,
-        s.cap,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            let reason = format!("the session cannot be recorded ({e}); refusing");
-            ctx.audit(
-                "session.denied",
-                json!({"session": s.session, "action": s.action.as_str(), "target": format!("{}/{}", s.namespace, s.pod), "reason": reason}),
-            );
-            let _ = io.message(&format!("error: {reason}")).await;
-            return Err(EXIT_UNAVAILABLE);
-        }
-    };
-    if !ctx.audit(
-        "session.started",
-        json!({
-            "session": s.session, "action": s.action.as_str(), "namespace": s.namespace, "pod": s.pod,
-            "container": s.container, "command": s.command, "tty": s.tty, "rule": s.grant.rule,
-            "impersonate_groups": s.grant.impersonate_groups,
-        }),
-    ) {
-        let _ = recorder.finish(end_reason::ERROR, None);
-        let _ = io.message("error: the audit log cannot be written; refusing").await;
-        return Err(EXIT_UNAVAILABLE);
-    }
-    let ticking = recorder.clone();
-    let ticker = tokio::spawn(async move {
-        let mut every = tokio::time::interval(FLUSH_EVERY);
-        loop {
-            every.tick().await;
-            if ticking.tick().is_err() {
-                break;
-            }
-        }
-    });
-    io.recorder = Some(recorder);
-    Ok(ticker)
-}
-
-/// Close the recording, write `session.ended`, and report a recording failure to the user
-/// (the session then ends with exit 69, reason `write failed`).
-async fn end(
-    ctx: &Ctx,
-    io: &mut ChannelIo,
-    session: &str,
-    ticker: tokio::task::JoinHandle<()>,
-    reason: &str,
-    status: u32,
-) -> u32 {
-    ticker.abort();
-    let Some(recorder) = io.recorder.take() else {
-        return status;
-    };
-    let failed = recorder.failed();
-    let (status, reason) = match &failed {
-        Some(_) => (EXIT_UNAVAILABLE, end_reason::WRITE_FAILED),
-        None => (status, reason),
-    };
-    let summary = recorder.finish(reason, Some(status));
-    let sha = summary.as_ref().ok().map(|s| s.sha256.clone());
-    ctx.audit(
-        "session.ended",
-        json!({"session": session, "end_reason": reason, "exit_status": status, "cast_sha256": sha}),
-    );
-    if let Some(why) = failed.or_else(|| summary.err().map(|e| e.to_string())) {
-        let _ = io
-            .message(&format!(
-                "error: the session recording failed ({why}); the session was ended"
-            ))
-            .await;
-        return EXIT_UNAVAILABLE;
-    }
-    status
+    recorded::end(ctx, io, running, reason, status).await
 }
 
 async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {

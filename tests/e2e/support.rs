@@ -137,15 +137,21 @@ pub async fn run(mut cmd: tokio::process::Command, stdin: Option<&[u8]>) -> Outp
     .stderr(Stdio::piped())
     .kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().unwrap();
-        w.write_all(input).await.unwrap();
-        drop(w);
-    }
-    tokio::time::timeout(DEADLINE, child.wait_with_output())
+    // Stdin is written while the output is read: a command that echoes (a forwarded echo
+    // port) would otherwise fill its output pipe and stop reading its input.
+    let writer = child.stdin.take();
+    let input = stdin.map(<[u8]>::to_vec);
+    let feed = tokio::spawn(async move {
+        if let (Some(mut w), Some(input)) = (writer, input) {
+            let _ = w.write_all(&input).await;
+        }
+    });
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
         .await
         .expect("command timed out")
-        .expect("command failed to run")
+        .expect("command failed to run");
+    feed.abort();
+    out
 }
 
 pub fn text(b: &[u8]) -> String {
