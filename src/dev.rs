@@ -214,6 +214,12 @@ pub fn commands(paths: &Paths) -> Vec<String> {
         format!("ssh -F {f} dev pods"),
         format!("ssh -F {f} dev exec payments/payments-api-0 -- ps"),
         format!("ssh -F {f} dev logs --tail 5 payments/payments-api-0"),
+        format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ssh -F {f} -W payments-api-0.payments:8080 dev"
+        ),
+        format!(
+            "ssh -F {f} -N -L 8080:payments-api-0.payments:8080 dev   # then: curl localhost:8080"
+        ),
         format!("ssh -F {f} -t dev shell payments/payments-api-0"),
         format!("ssh -F {f} -t dev"),
     ]
