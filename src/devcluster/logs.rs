@@ -248,7 +248,15 @@ pub fn stream(
                 if !st.follow {
                     return None;
                 }
-                let every = st.container.log_every?;
+                let Some(every) = st.container.log_every.filter(|d| !d.is_zero()) else {
+                    // A running container that writes nothing keeps a follow open, as a
+                    // kubelet does, until the client goes or the pod is deleted.
+                    tokio::select! {
+                        _ = st.stop.cancelled() => {}
+                        _ = st.pod.deleted.cancelled() => {}
+                    }
+                    return None;
+                };
                 let n = st.next_n?;
                 let at = heartbeat_time(st.pod.started, every, n)?;
                 let wait = at.duration_since(SystemTime::now()).unwrap_or_default();

@@ -120,11 +120,21 @@ async fn sessions_without_traffic_end_after_the_idle_timeout() {
         &["exec", "payments/payments-api-0", "--", "cat"],
     );
     let shell = gw.ssh(&sam, "sam", &["-tt", "shell", "payments/payments-api-0"]);
-    let ((exec_code, exec_out, _), (shell_code, shell_out, _)) =
-        tokio::join!(until_it_ends(exec), until_it_ends(shell));
+    // A followed log that gets no new lines.
+    let logs = gw.ssh(
+        &alice,
+        "alice",
+        &["logs", "-f", "payments/payments-batch-0"],
+    );
+    let ((exec_code, exec_out, _), (shell_code, shell_out, _), (logs_code, logs_out, _)) = tokio::join!(
+        until_it_ends(exec),
+        until_it_ends(shell),
+        until_it_ends(logs)
+    );
     for (what, code, out) in [
         ("exec", exec_code, exec_out),
         ("shell", shell_code, shell_out),
+        ("logs -f", logs_code, logs_out),
     ] {
         assert_eq!(code, Some(124), "{what}: {out}");
         assert!(
@@ -132,5 +142,5 @@ async fn sessions_without_traffic_end_after_the_idle_timeout() {
             "{what}: {out}"
         );
     }
-    assert_eq!(ended_events(&gw, "idle"), 2);
+    assert_eq!(ended_events(&gw, "idle"), 3);
 }
