@@ -13,7 +13,7 @@
 //! has no use for it any more (the record is dropped).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use russh::server::{ChannelOpenHandle, Msg};
@@ -34,7 +34,9 @@ use crate::request::{self, Target};
 /// The port-forward sessions and open forwarded connections of one SSH connection.
 #[derive(Default)]
 pub struct Forwards {
-    sessions: HashMap<(String, String, u16), Weak<ForwardSession>>,
+    /// Held until the SSH connection ends, so that sequential TCP connections of one
+    /// `ssh -L` share one session; at most `limits.max_forwards` targets.
+    sessions: HashMap<(String, String, u16), Arc<ForwardSession>>,
     open: Arc<()>,
 }
 
@@ -175,7 +177,13 @@ pub fn open(
         Err(reason) => return Err(refuse(ctx, &what, &reason, shortage)),
     };
     let key = (target.namespace.clone(), target.pod.clone(), port);
-    let existing = forwards.sessions.get(&key).and_then(Weak::upgrade);
+    let existing = forwards.sessions.get(&key).cloned();
+    if existing.is_none() && forwards.sessions.len() >= max {
+        let reason = format!(
+            "{max} pod ports have been forwarded on this SSH connection (limits.max_forwards)"
+        );
+        return Err(refuse(ctx, &what, &reason, shortage));
+    }
     let session = match existing {
         // A later rule change cannot widen a running session: the grant is re-decided
         // above for every connection, and a different rule starts a new session.
@@ -187,8 +195,8 @@ pub fn open(
                     reason: r,
                 })
             })?);
-            forwards.sessions.retain(|_, w| w.strong_count() > 0);
-            forwards.sessions.insert(key, Arc::downgrade(&s));
+            // A session of an older rule ends when its last connection does.
+            forwards.sessions.insert(key, s.clone());
             s
         }
     };
