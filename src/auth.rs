@@ -67,11 +67,13 @@ pub const KNOWN_CRITICAL_OPTIONS: [&str; 7] = [
 
 mod cas;
 mod rejection;
+pub mod revocation;
 mod scope;
 
 pub use cas::{CaError, TrustedCas};
 pub use rejection::Rejection;
 use rejection::shown;
+pub use revocation::{RevocationList, Revocations};
 pub use scope::Scope;
 use scope::{GlobList, parse_actions};
 
@@ -152,6 +154,7 @@ pub fn verify(
     peer: Option<IpAddr>,
     now: u64,
     settings: &Settings,
+    revocations: &Revocations,
 ) -> Result<Identity, Rejection> {
     // 1. Signer. russh only verified the signature against the key embedded in the
     // certificate; trust, type and algorithm are ours to check. Cheap checks come first.
@@ -184,8 +187,9 @@ pub fn verify(
     let principal = check_principals(cert.valid_principals(), user)?;
     check_key_id(cert.key_id())?;
 
-    // 4. Revocation (by serial, key id, key, CA) belongs here: after the certificate is known
-    // to be authentic, before any option is acted on. Not implemented in this module yet.
+    // 4. Revocation (by serial, key id, key, CA): once the certificate is known to be
+    // authentic, so that a forged one cannot probe the list.
+    revocations.check(cert)?;
 
     // 5. Critical options.
     let options = CriticalOptions::parse(cert.critical_options())?;

@@ -1,11 +1,14 @@
 //! More certificate-check tests (see auth_tests.rs for the helpers).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use russh::keys::PrivateKey;
 
 use super::tests::*;
 use super::*;
+// Explicit, so it wins over `super::*`'s `verify`.
+use super::tests::verify;
 
 #[test]
 fn identity_fields() {
@@ -264,4 +267,63 @@ fn ssh_keygen_rsa_signature_algorithms() {
         assert_eq!(cert.signature().algorithm().as_str(), alg);
         assert_eq!(outcome(&k.verify(&cert, "alice", "")), want, "{alg}");
     }
+}
+
+#[test]
+fn revocation_is_checked_after_the_certificate_is_authentic() {
+    let s = settings(None);
+    let list =
+        |text: &str| Revocations::List(Arc::new(RevocationList::parse(text.as_bytes()).unwrap()));
+    let unusable = Revocations::Unavailable("cannot read /etc/podgate/revoked".into());
+    let with = |cert: &Certificate, r: &Revocations| {
+        outcome(&super::verify(cert, "alice", None, NOW, &s, r))
+    };
+    let plain = mk(|_| {});
+    let untrusted = mk_with(&key(99), |_| {});
+    let rows: Vec<(&str, &Certificate, Revocations, &str)> = vec![
+        ("none configured", &plain, Revocations::NotConfigured, OK),
+        ("empty list", &plain, list(""), OK),
+        ("its serial", &plain, list("serial: 7\n"), "revoked"),
+        (
+            "a range holding it",
+            &plain,
+            list("serial: 5-9\n"),
+            "revoked",
+        ),
+        ("another serial", &plain, list("serial: 8\n"), OK),
+        (
+            "its key id",
+            &plain,
+            list("id: alice@corp.example\n"),
+            "revoked",
+        ),
+        (
+            "unusable list",
+            &plain,
+            unusable.clone(),
+            "revocation_unavailable",
+        ),
+        // A forged or foreign certificate is refused for that, never used to probe the list.
+        (
+            "untrusted, unusable list",
+            &untrusted,
+            unusable,
+            "untrusted_ca",
+        ),
+        (
+            "untrusted, its serial",
+            &untrusted,
+            list("serial: 7\n"),
+            "untrusted_ca",
+        ),
+    ];
+    for (name, cert, revocations, want) in rows {
+        assert_eq!(with(cert, &revocations), want, "{name}");
+    }
+    let why = super::verify(&plain, "alice", None, NOW, &s, &list("serial: 7\n")).unwrap_err();
+    assert!(
+        why.to_string()
+            .starts_with("certificate is revoked: serial 7"),
+        "{why}"
+    );
 }

@@ -227,7 +227,15 @@ mod tests {
             Duration::from_secs(12 * 3600),
         )
         .unwrap();
-        let id = auth::verify(&cert, "alice", None, NOW, &settings(&ca)).unwrap();
+        let id = auth::verify(
+            &cert,
+            "alice",
+            None,
+            NOW,
+            &settings(&ca),
+            &auth::Revocations::NotConfigured,
+        )
+        .unwrap();
         assert_eq!(id.key_id, "alice@corp.example");
         assert_eq!(id.serial, 42);
         assert_eq!(id.groups, ["oncall-payments", "sre"]);

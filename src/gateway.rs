@@ -27,6 +27,8 @@ pub struct Gateway {
     pub recordings_min_free: u64,
     /// Running sessions per identity (`limits.max_sessions_per_identity`).
     pub sessions: SessionCounts,
+    /// The revocation list as last read (kept current by `revocation_watch`).
+    pub revocations: tokio::sync::watch::Receiver<auth::Revocations>,
 }
 
 /// Sessions running per identity, bounded.

@@ -12,6 +12,7 @@
 //! * Adapters: `ssh` (the russh handler, sessions, the prompt), `bridge` (kube-rs: exec,
 //!   logs, pods, impersonation), `recording` (the audit chain).
 //! * Wiring: `load` (read what the configuration names), `gateway` (shared state),
+//!   `revocation_watch` (keeps the revocation list current),
 //!   `server` (accept loop, limits, drain), `dev` (the `podgate dev` demo), `cli`,
 //!   `telemetry`, `shutdown`.
 //! * `devcluster`: the local Kubernetes API used by `podgate dev` and the tests; it
@@ -30,6 +31,7 @@ pub mod load;
 pub mod policy;
 pub mod recording;
 pub mod request;
+pub mod revocation_watch;
 pub mod server;
 pub mod shutdown;
 pub mod ssh;

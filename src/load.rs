@@ -140,14 +140,6 @@ pub struct Loaded {
 }
 
 pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
-    if let Some(p) = &config.revoked_keys {
-        // Fail closed: a configured revocation list that is not enforced would let revoked
-        // certificates in.
-        return Err(LoadError::Invalid(format!(
-            "revoked_keys ({}) is not supported by this version of podgate; remove it or upgrade",
-            p.display()
-        )));
-    }
     if let Some(s) = &config.recordings_store {
         return Err(LoadError::Invalid(format!(
             "recordings_store ({s}) is not supported by this version of podgate; remove it or upgrade"
@@ -157,6 +149,12 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         tracing::warn!(%m, "metrics_listen is not served by this version of podgate");
     }
     let cas = trusted_cas(&config.trusted_user_ca_keys)?;
+    // An unusable list does not stop the gateway from starting: it refuses every login
+    // (and says so in its log) until the file is fixed, like a list that breaks later.
+    let revocations = match &config.revoked_keys {
+        Some(path) => crate::revocation_watch::watch(path.clone()).await,
+        None => crate::revocation_watch::not_configured(),
+    };
     let policy = Policy::parse(&policy_sources(&config.policy)?)
         .map_err(|e| LoadError::Invalid(format!("policy: {e}")))?;
     let key = host_key(&config.host_key)?;
@@ -204,6 +202,7 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         sessions: SessionCounts::default(),
         recordings: config.recordings.clone(),
         recordings_min_free: config.recordings_min_free,
+        revocations,
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),

@@ -13,5 +13,6 @@ mod e2e {
     pub mod lifetime;
     pub mod port_forward;
     pub mod recordings;
+    pub mod revocation;
     pub mod support;
 }

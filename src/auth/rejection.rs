@@ -65,6 +65,10 @@ pub enum Rejection {
         name: String,
         reason: String,
     },
+    /// Why the revocation list revokes it (e.g. `serial 5 (CA SHA256:…)`).
+    Revoked(String),
+    /// Why the revocation list cannot be used; every certificate is refused meanwhile.
+    RevocationUnavailable(String),
 }
 
 impl Rejection {
@@ -96,6 +100,8 @@ impl Rejection {
             Self::IncidentMismatch { .. } => "incident_mismatch",
             Self::IncidentNotAllowed(_) => "incident_not_allowed",
             Self::BadExtension { .. } => "bad_extension",
+            Self::Revoked(_) => "revoked",
+            Self::RevocationUnavailable(_) => "revocation_unavailable",
         }
     }
 }
@@ -189,6 +195,11 @@ impl fmt::Display for Rejection {
                 )
             }
             Self::BadExtension { name, reason } => write!(f, "extension {}: {reason}", shown(name)),
+            Self::Revoked(why) => write!(f, "{cert} is revoked: {why}"),
+            Self::RevocationUnavailable(why) => write!(
+                f,
+                "the revocation list is unusable, so no {cert} is accepted: {why}"
+            ),
         }
     }
 }

@@ -223,7 +223,9 @@ impl russh::server::Handler for Connection {
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let peer_ip = self.peer.map(|p| p.ip());
-        match auth::verify(certificate, user, peer_ip, now(), &self.gateway.auth) {
+        let revocations = self.gateway.revocations.borrow().clone();
+        let settings = &self.gateway.auth;
+        match auth::verify(certificate, user, peer_ip, now(), settings, &revocations) {
             Ok(identity) => {
                 let recorded = self.audit(
                     "auth.accepted",
@@ -260,8 +262,11 @@ impl russh::server::Handler for Connection {
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let (Some(identity), Some(cert)) = (&self.identity, &self.certificate) {
             let watcher = Watcher {
+                gateway: self.gateway.clone(),
                 connection: self.id.clone(),
                 certificate: cert.clone(),
+                key_id: identity.key_id.clone(),
+                revocations: self.gateway.revocations.clone(),
                 valid_before: identity.valid_before,
                 ending: self.ending.clone(),
                 gone: self.gone.clone(),
@@ -481,11 +486,18 @@ impl russh::server::Handler for Connection {
     }
 }
 
-/// Disconnects a logged-in client shortly after its certificate expires (its channels
-/// have ended at the expiry itself, see `lifetime`). Revocation joins here with issue 5.
+/// Ends a logged-in connection when its certificate expires or is revoked: its channels
+/// end first (with the reason, see `lifetime`), then the client is disconnected. For expiry
+/// the channels have ended at the expiry itself; this is the backstop a few seconds later.
+/// For revocation, the list is checked again each time it changes (`revocation_watch`
+/// polls it every second), so a revoked certificate's sessions end within about a second.
+/// An unusable list refuses new logins but does not end live sessions.
 struct Watcher {
+    gateway: Shared,
     connection: String,
     certificate: Arc<Certificate>,
+    key_id: String,
+    revocations: watch::Receiver<auth::Revocations>,
     valid_before: u64,
     ending: watch::Sender<Option<&'static str>>,
     gone: CancellationToken,
@@ -496,14 +508,39 @@ struct Watcher {
 const DISCONNECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Watcher {
-    async fn run(self) {
+    async fn run(mut self) {
         let expires = std::time::Duration::from_secs(self.valid_before.saturating_sub(now()));
-        tokio::select! {
-            _ = self.gone.cancelled() => return,
-            _ = tokio::time::sleep(expires + DISCONNECT_AFTER) => {}
-        }
-        tracing::info!(connection = %self.connection, serial = self.certificate.serial(), "certificate expired; disconnecting");
-        self.ending.send_replace(Some(end_reason::EXPIRED));
+        let expiry = tokio::time::sleep(expires + DISCONNECT_AFTER);
+        tokio::pin!(expiry);
+        let mut watching = true;
+        let (reason, message) = loop {
+            tokio::select! {
+                _ = self.gone.cancelled() => return,
+                _ = &mut expiry => {
+                    tracing::info!(connection = %self.connection, serial = self.certificate.serial(), "certificate expired; disconnecting");
+                    break (end_reason::EXPIRED, "podgate: your certificate expired");
+                }
+                changed = self.revocations.changed(), if watching => {
+                    if changed.is_err() {
+                        // No list configured (or the watcher is gone): nothing more to watch.
+                        watching = false;
+                        continue;
+                    }
+                    if let Some(why) = self.revoked() {
+                        tracing::warn!(connection = %self.connection, key_id = %self.key_id, reason = %why, "certificate revoked; ending its sessions");
+                        let _ = self.gateway.audit.write(
+                            "auth.revoked",
+                            json!({
+                                "connection": self.connection, "key_id": self.key_id,
+                                "serial": self.certificate.serial(), "reason": why,
+                            }),
+                        );
+                        break (end_reason::REVOKED, "podgate: your certificate was revoked");
+                    }
+                }
+            }
+        };
+        self.ending.send_replace(Some(reason));
         tokio::select! {
             _ = self.gone.cancelled() => return,
             _ = tokio::time::sleep(DISCONNECT_AFTER) => {}
@@ -512,9 +549,18 @@ impl Watcher {
             .handle
             .disconnect(
                 russh::Disconnect::ByApplication,
-                "podgate: your certificate expired".into(),
+                message.into(),
                 "en".into(),
             )
             .await;
+    }
+
+    /// Why the current list revokes this connection's certificate, if it does.
+    fn revoked(&mut self) -> Option<String> {
+        let current = self.revocations.borrow_and_update().clone();
+        match current {
+            auth::Revocations::List(list) => list.check(&self.certificate).map(|r| r.0),
+            auth::Revocations::NotConfigured | auth::Revocations::Unavailable(_) => None,
+        }
     }
 }

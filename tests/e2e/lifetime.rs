@@ -10,7 +10,9 @@ use super::gateway_support::{TEST_POLICY, TestGateway};
 use super::support::text;
 
 /// Spawn `cmd` with stdin held open; return its exit code, output and when it ended.
-async fn until_it_ends(mut cmd: tokio::process::Command) -> (Option<i32>, String, SystemTime) {
+pub(super) async fn until_it_ends(
+    mut cmd: tokio::process::Command,
+) -> (Option<i32>, String, SystemTime) {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::gateway_support::{TEST_POLICY, TestGateway};
 use super::support::{run, text};
 
-fn forward_policy() -> String {
+pub(super) fn forward_policy() -> String {
     format!(
         "{TEST_POLICY}  - name: payments-port-forward\n    groups: [oncall-payments]\n    namespaces: [payments]\n    pods: [\"payments-*\"]\n    actions: [port-forward]\n    ports: [8080, 9000]\n    impersonate_groups: [\"jit:oncall:payments\"]\n"
     )
