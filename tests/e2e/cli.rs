@@ -45,11 +45,12 @@ async fn serve_refuses_bad_configuration() {
         "{stderr}"
     );
 
-    std::fs::write(&cfg, format!("{base}revoked_keys: revoked\n")).unwrap();
+    // Fail closed on what this version cannot honour.
+    std::fs::write(&cfg, format!("{base}recordings_store: s3://bucket/prefix\n")).unwrap();
     let out = run(podgate(&["serve", "--config", cfg.to_str().unwrap()]), None).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("revoked_keys"),
+        text(&out.stderr).contains("recordings_store"),
         "{}",
         text(&out.stderr)
     );
