@@ -14,5 +14,6 @@ mod e2e {
     pub mod port_forward;
     pub mod recordings;
     pub mod revocation;
+    pub mod ssh_requests;
     pub mod support;
 }

@@ -46,7 +46,11 @@ async fn serve_refuses_bad_configuration() {
     );
 
     // Fail closed on what this version cannot honour.
-    std::fs::write(&cfg, format!("{base}recordings_store: s3://bucket/prefix\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{base}recordings_store: s3://bucket/prefix\n"),
+    )
+    .unwrap();
     let out = run(podgate(&["serve", "--config", cfg.to_str().unwrap()]), None).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
