@@ -9,8 +9,9 @@ use std::time::Duration;
 use crate::auth;
 use crate::bridge::KubeBase;
 pub use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::recording::audit::AuditLog;
+use crate::recording::audit::{AuditError, AuditLog};
 
 /// The gateway's shared state.
 pub struct Gateway {
@@ -29,6 +30,11 @@ pub struct Gateway {
     pub sessions: SessionCounts,
     /// The revocation list as last read (kept current by `revocation_watch`).
     pub revocations: tokio::sync::watch::Receiver<auth::Revocations>,
+    pub metrics: Metrics,
+    /// Cancelled when a stopping gateway's drain time is over: every session still running
+    /// ends with `gateway stopped` (message, exit 124, complete recording) before the
+    /// connections are cut.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Sessions running per identity, bounded.
@@ -54,6 +60,12 @@ impl SessionCounts {
 }
 
 impl Gateway {
+    /// Write an audit event and count it in the metrics (which are derived from events).
+    pub fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
+        self.metrics.observe(event, &fields);
+        self.audit.write(event, fields)
+    }
+
     /// Take a session slot for `identity`, or say why not.
     pub fn session_slot(self: &Arc<Self>, identity: &str) -> Result<SessionSlot, String> {
         let max = self.limits.max_sessions_per_identity;

@@ -12,7 +12,8 @@
 //! * Adapters: `ssh` (the russh handler, sessions, the prompt), `bridge` (kube-rs: exec,
 //!   logs, pods, impersonation), `recording` (the audit chain).
 //! * Wiring: `load` (read what the configuration names), `gateway` (shared state),
-//!   `revocation_watch` (keeps the revocation list current),
+//!   `revocation_watch` (keeps the revocation list current), `metrics` (Prometheus
+//!   metrics derived from audit events, `/metrics`, `/healthz`, `/readyz`),
 //!   `server` (accept loop, limits, drain), `dev` (the `podgate dev` demo), `cli`,
 //!   `telemetry`, `shutdown`.
 //! * `devcluster`: the local Kubernetes API used by `podgate dev` and the tests; it
@@ -28,6 +29,7 @@ pub mod dev;
 pub mod devcluster;
 pub mod gateway;
 pub mod load;
+pub mod metrics;
 pub mod policy;
 pub mod recording;
 pub mod request;

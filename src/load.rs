@@ -145,9 +145,6 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
             "recordings_store ({s}) is not supported by this version of podgate; remove it or upgrade"
         )));
     }
-    if let Some(m) = config.metrics_listen {
-        tracing::warn!(%m, "metrics_listen is not served by this version of podgate");
-    }
     let cas = trusted_cas(&config.trusted_user_ca_keys)?;
     // An unusable list does not stop the gateway from starting: it refuses every login
     // (and says so in its log) until the file is fixed, like a list that breaks later.
@@ -203,6 +200,8 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         recordings: config.recordings.clone(),
         recordings_min_free: config.recordings_min_free,
         revocations,
+        metrics: crate::metrics::Metrics::new(),
+        stopping: tokio_util::sync::CancellationToken::new(),
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),

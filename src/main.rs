@@ -73,6 +73,20 @@ async fn serve(path: &Path) -> Result<u8> {
     tracing::info!(listen = %bound, cluster = %config.cluster, kube = %loaded.gateway.kube.url(), "podgate serving");
     println!("podgate: serving on {bound}");
     let shutdown = podgate::shutdown::on_signal();
+    if let Some(addr) = config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (metrics_listen)"))?;
+        let bound = metrics.local_addr().context("reading the bound address")?;
+        tracing::info!(metrics = %bound, "serving /metrics, /healthz, /readyz");
+        println!("podgate: metrics on {bound}");
+        let gateway = loaded.gateway.clone();
+        tokio::spawn(podgate::metrics::serve::run(
+            metrics,
+            gateway,
+            shutdown.clone(),
+        ));
+    }
     server::run(listener, loaded.gateway, loaded.ssh, shutdown).await;
     Ok(0)
 }

@@ -76,7 +76,12 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("drain time over; disconnecting remaining sessions");
+        tracing::warn!("drain time over; ending the remaining sessions");
+        // Sessions end themselves first (the user is told, recordings are completed), then
+        // whatever is left is disconnected.
+        gateway.stopping.cancel();
+        let ending = crate::ssh::DISCONNECT_AFTER + Duration::from_secs(2);
+        let _ = tokio::time::timeout(ending, tracker.wait()).await;
         hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }

@@ -8,6 +8,7 @@ mod e2e {
     pub mod devcluster_kube;
     pub mod devcluster_kubectl;
     pub mod gateway_commands;
+    pub mod gateway_process;
     pub mod gateway_refusals;
     pub mod gateway_support;
     pub mod lifetime;

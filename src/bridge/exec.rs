@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::BridgeError;
+use crate::metrics::Metrics;
 use crate::recording::session::Recorder;
 use crate::ssh::io::{ChannelIo, Input};
 
@@ -78,6 +79,7 @@ pub async fn run(
     client: kube::Client,
     spec: &ExecSpec,
     io: &mut ChannelIo,
+    metrics: &Metrics,
 ) -> Result<Outcome, BridgeError> {
     let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
     let mut ap = AttachParams::default()
@@ -89,8 +91,8 @@ pub async fn run(
     ap.max_stdin_buf_size = Some(PIPE);
     ap.max_stdout_buf_size = Some(PIPE);
     ap.max_stderr_buf_size = Some(PIPE);
-    let mut process = pods
-        .exec(&spec.pod, spec.argv.clone(), &ap)
+    let mut process = metrics
+        .timed("exec", pods.exec(&spec.pod, spec.argv.clone(), &ap))
         .await
         .map_err(BridgeError::from_kube)?;
     let mut stdout = process.stdout();

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 
 use super::BridgeError;
+use crate::metrics::Metrics;
 use crate::request::LogOptions;
 use crate::ssh::io::{ChannelIo, Input};
 
@@ -19,6 +20,7 @@ pub async fn run(
     container: &str,
     options: &LogOptions,
     io: &mut ChannelIo,
+    metrics: &Metrics,
 ) -> Result<(), BridgeError> {
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let params = LogParams {
@@ -32,8 +34,8 @@ pub async fn run(
             .map(|d| i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)),
         ..Default::default()
     };
-    let stream = pods
-        .log_stream(pod, &params)
+    let stream = metrics
+        .timed("logs", pods.log_stream(pod, &params))
         .await
         .map_err(BridgeError::from_kube)?;
     let mut stream = Box::pin(stream);

@@ -63,13 +63,9 @@ fn free_space(path: &Path) -> Result<u64, RecordError> {
     Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
-/// Check free space, then write the incomplete metadata of a new session under `root`.
-/// Returns the paths of its `.cast` and `.json`.
-pub(super) fn begin_metadata(
-    root: &Path,
-    min_free: u64,
-    meta: &mut Metadata,
-) -> Result<(PathBuf, PathBuf), RecordError> {
+/// The free bytes of `root`'s file system, or an error when it has less than `min_free`
+/// (new sessions are refused then; readiness reports it).
+pub fn check_space(root: &Path, min_free: u64) -> Result<u64, RecordError> {
     let free = free_space(root)?;
     if free < min_free {
         return Err(RecordError::LowSpace {
@@ -77,6 +73,17 @@ pub(super) fn begin_metadata(
             min: min_free,
         });
     }
+    Ok(free)
+}
+
+/// Check free space, then write the incomplete metadata of a new session under `root`.
+/// Returns the paths of its `.cast` and `.json`.
+pub(super) fn begin_metadata(
+    root: &Path,
+    min_free: u64,
+    meta: &mut Metadata,
+) -> Result<(PathBuf, PathBuf), RecordError> {
+    check_space(root, min_free)?;
     let now = SystemTime::now();
     let (dir, cast_path, json) = meta::paths(root, &meta.session, now);
     meta::create_dir(&dir)?;
@@ -194,6 +201,12 @@ impl Recorder {
     /// The session id.
     pub fn session(&self) -> String {
         self.lock().meta.session.clone()
+    }
+
+    /// What `session.ended` says besides the end: the action and the bytes each way.
+    pub fn ended_fields(&self) -> serde_json::Value {
+        let inner = self.lock();
+        serde_json::json!({"action": inner.meta.action, "bytes": inner.meta.bytes})
     }
 
     /// Close the transcript and complete the metadata. Returns the transcript's summary.

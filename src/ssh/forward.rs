@@ -78,8 +78,8 @@ impl Drop for ForwardSession {
             Ok(Some(m)) => {
                 self.ctx.audit(
                     "session.ended",
-                    json!({"session": self.id, "end_reason": reason, "connections": m.connections,
-                           "bytes_to_pod": m.bytes.stdin, "bytes_from_pod": m.bytes.stdout}),
+                    json!({"session": self.id, "action": Action::PortForward.as_str(), "end_reason": reason,
+                           "connections": m.connections, "bytes": m.bytes}),
                 );
             }
             Ok(None) => {}
@@ -87,7 +87,8 @@ impl Drop for ForwardSession {
                 tracing::error!(session = %self.id, error = %e, "completing a port-forward record failed");
                 self.ctx.audit(
                     "session.ended",
-                    json!({"session": self.id, "end_reason": end_reason::WRITE_FAILED, "error": e.to_string()}),
+                    json!({"session": self.id, "action": Action::PortForward.as_str(),
+                           "end_reason": end_reason::WRITE_FAILED, "error": e.to_string()}),
                 );
             }
         }
@@ -335,5 +336,6 @@ async fn connect(ctx: &Ctx, s: &ForwardSession) -> Result<kube::api::Portforward
         incident: ctx.gateway.auth.incident.clone(),
         reason: ctx.identity.reason.clone(),
     })?;
-    portforward::open(client, &s.target.namespace, &s.target.pod, s.port).await
+    let opening = portforward::open(client, &s.target.namespace, &s.target.pod, s.port);
+    ctx.gateway.metrics.timed("portforward", opening).await
 }

@@ -138,7 +138,7 @@ impl Connection {
 
     /// Write an audit event; false if it could not be recorded (the caller refuses).
     fn audit(&self, event: &str, fields: serde_json::Value) -> bool {
-        match self.gateway.audit.write(event, fields) {
+        match self.gateway.record(event, fields) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, event, "audit log write failed; refusing");
@@ -491,7 +491,8 @@ impl russh::server::Handler for Connection {
 /// the channels have ended at the expiry itself; this is the backstop a few seconds later.
 /// For revocation, the list is checked again each time it changes (`revocation_watch`
 /// polls it every second), so a revoked certificate's sessions end within about a second.
-/// An unusable list refuses new logins but does not end live sessions.
+/// An unusable list refuses new logins but does not end live sessions. A gateway whose
+/// drain time is over ends them the same way (`gateway stopped`).
 struct Watcher {
     gateway: Shared,
     connection: String,
@@ -505,7 +506,7 @@ struct Watcher {
 }
 
 /// Time for channels to send their exit status before the connection is cut.
-const DISCONNECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+pub const DISCONNECT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Watcher {
     async fn run(mut self) {
@@ -516,6 +517,9 @@ impl Watcher {
         let (reason, message) = loop {
             tokio::select! {
                 _ = self.gone.cancelled() => return,
+                _ = self.gateway.stopping.cancelled() => {
+                    break (end_reason::GATEWAY_STOPPED, "podgate: the gateway is stopping");
+                }
                 _ = &mut expiry => {
                     tracing::info!(connection = %self.connection, serial = self.certificate.serial(), "certificate expired; disconnecting");
                     break (end_reason::EXPIRED, "podgate: your certificate expired");
@@ -528,7 +532,7 @@ impl Watcher {
                     }
                     if let Some(why) = self.revoked() {
                         tracing::warn!(connection = %self.connection, key_id = %self.key_id, reason = %why, "certificate revoked; ending its sessions");
-                        let _ = self.gateway.audit.write(
+                        let _ = self.gateway.record(
                             "auth.revoked",
                             json!({
                                 "connection": self.connection, "key_id": self.key_id,

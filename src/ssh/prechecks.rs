@@ -78,7 +78,7 @@ impl log::Log for Bridge {
                 let conn = tokio::task::try_id().and_then(|id| tasks(|t| t.get(&id).cloned()));
                 if let Some(c) = conn {
                     let fields = json!({"connection": c.id, "client": c.client, "code": code, "reason": reason});
-                    if let Err(e) = c.gateway.audit.write("auth.rejected", fields) {
+                    if let Err(e) = c.gateway.record("auth.rejected", fields) {
                         tracing::error!(error = %e, "audit log write failed");
                     }
                 }

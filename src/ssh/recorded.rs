@@ -180,11 +180,12 @@ pub async fn end(
         (None, None) => (status, reason),
     };
     let summary = recorder.finish(reason, Some(status));
-    let sha = summary.as_ref().ok().map(|s| s.sha256.clone());
-    ctx.audit(
-        "session.ended",
-        json!({"session": session, "end_reason": reason, "exit_status": status, "cast_sha256": sha}),
-    );
+    let mut fields = recorder.ended_fields();
+    fields["session"] = json!(session);
+    fields["end_reason"] = json!(reason);
+    fields["exit_status"] = json!(status);
+    fields["cast_sha256"] = json!(summary.as_ref().ok().map(|s| s.sha256.clone()));
+    ctx.audit("session.ended", fields);
     if let Some(why) = failed.or_else(|| summary.err().map(|e| e.to_string())) {
         let _ = io
             .message(&format!(

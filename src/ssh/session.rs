@@ -53,7 +53,7 @@ impl Ctx {
             obj.insert("key_id".into(), json!(self.identity.key_id));
             obj.insert("serial".into(), json!(self.identity.serial));
         }
-        match self.gateway.audit.write(event, fields) {
+        match self.gateway.record(event, fields) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, event, "audit log write failed");
@@ -98,11 +98,12 @@ pub async fn run(ctx: Ctx, requested: Option<Vec<u8>>, mut io: ChannelIo) {
                 let _ = io.message(&ending.message).await;
                 let _ = recorder.marker(&format!("podgate: {}", ending.message));
                 let summary = recorder.finish(ending.reason, Some(EXIT_ENDED));
-                ctx.audit(
-                    "session.ended",
-                    json!({"session": recorder.session(), "end_reason": ending.reason, "exit_status": EXIT_ENDED,
-                           "cast_sha256": summary.ok().map(|s| s.sha256)}),
-                );
+                let mut fields = recorder.ended_fields();
+                fields["session"] = json!(recorder.session());
+                fields["end_reason"] = json!(ending.reason);
+                fields["exit_status"] = json!(EXIT_ENDED);
+                fields["cast_sha256"] = json!(summary.ok().map(|s| s.sha256));
+                ctx.audit("session.ended", fields);
                 io.lifetime.session_ended();
             } else {
                 let _ = io.message(&ending.message).await;
@@ -263,7 +264,11 @@ async fn resolve_container(
     if let Some(c) = &target.container {
         return Ok((c.clone(), grant));
     }
-    let pod = bridge::pods::get(client.clone(), &target.namespace, &target.pod)
+    let lookup = bridge::pods::get(client.clone(), &target.namespace, &target.pod);
+    let pod = ctx
+        .gateway
+        .metrics
+        .timed("get pod", lookup)
         .await
         .map_err(Err)?;
     let container = bridge::pods::default_container(&pod).ok_or_else(|| {
@@ -329,7 +334,7 @@ async fn run_exec(
         Ok(r) => r,
         Err(status) => return status,
     };
-    let (status, reason) = match bridge::exec::run(client, &spec, io).await {
+    let (status, reason) = match bridge::exec::run(client, &spec, io, &ctx.gateway.metrics).await {
         Ok(Outcome::Exited(code)) => (code, end_reason::EXITED),
         Ok(Outcome::ClientGone) => (255, end_reason::CLIENT_CLOSED),
         // `recorded::end` reports the reason from the channel's lifetime.
@@ -384,6 +389,7 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
         &container,
         &options,
         io,
+        &ctx.gateway.metrics,
     )
     .await
     {
@@ -423,7 +429,8 @@ async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {
             Ok(c) => c,
             Err(e) => return error(io, &e).await,
         };
-        match bridge::pods::list(client, ns).await {
+        let listed = bridge::pods::list(client, ns);
+        match ctx.gateway.metrics.timed("list pods", listed).await {
             Ok(found) => rows.extend(found.into_iter().filter(|row| {
                 let t = Target {
                     pod: row.name.clone(),
@@ -447,7 +454,7 @@ async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {
         .await;
     ctx.audit(
         "session.ended",
-        json!({"session": session, "end_reason": "exited", "exit_status": 0}),
+        json!({"session": session, "action": "list", "end_reason": "exited", "exit_status": 0}),
     );
     0
 }

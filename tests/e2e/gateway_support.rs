@@ -213,9 +213,21 @@ impl TestGateway {
 
     /// `ssh` to the gateway as `login` with certificate `cert`, running `args`.
     pub fn ssh(&self, cert: &Path, login: &str, args: &[&str]) -> tokio::process::Command {
+        self.ssh_to(self.addr.port(), cert, login, args)
+    }
+
+    /// `ssh` as [`Self::ssh`], to another gateway on `port` with the same host key (see
+    /// [`Self::trust_port`]).
+    pub fn ssh_to(
+        &self,
+        port: u16,
+        cert: &Path,
+        login: &str,
+        args: &[&str],
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("ssh");
         cmd.args(["-F", "/dev/null", "-p"])
-            .arg(self.addr.port().to_string())
+            .arg(port.to_string())
             .arg("-i")
             .arg(&self.key)
             .arg("-o")
@@ -238,6 +250,17 @@ impl TestGateway {
             .env("HOME", self.dir.path())
             .kill_on_drop(true);
         cmd
+    }
+
+    /// Trust this gateway's host key on `port` too (for a second gateway process).
+    pub fn trust_port(&self, port: u16) {
+        use std::io::Write;
+        let host_pub = std::fs::read_to_string(self.dir.path().join("host.pub")).unwrap();
+        let mut known = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.known_hosts)
+            .unwrap();
+        write!(known, "[127.0.0.1]:{port} {host_pub}").unwrap();
     }
 
     /// The gateway's audit events.
@@ -281,6 +304,48 @@ impl Drop for TestGateway {
             if let Err(why) = asciinema_cat(&cast) {
                 panic!("asciinema cannot read {}: {why}", cast.display());
             }
+        }
+    }
+}
+
+/// The real `podgate serve` binary running `config`, with the addresses it printed.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub ssh_port: u16,
+    /// `metrics_listen`'s bound address, when the configuration has one.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl ServeProcess {
+    /// Start `podgate serve --config CONFIG` and wait (bounded) until it serves; with
+    /// `metrics`, also until it prints its metrics address.
+    pub async fn start(config: &Path, metrics: bool) -> ServeProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = super::support::podgate(&["serve", "--config", s(config)]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut addrs = Vec::new();
+        let wanted = if metrics { 2 } else { 1 };
+        let prefixes = ["podgate: serving on ", "podgate: metrics on "];
+        while addrs.len() < wanted {
+            let line = tokio::time::timeout(super::support::DEADLINE, lines.next_line())
+                .await
+                .expect("the gateway printed its address in time")
+                .unwrap()
+                .expect("the gateway exited before serving");
+            if let Some(addr) = line.strip_prefix(prefixes[addrs.len()]) {
+                addrs.push(addr.parse::<SocketAddr>().unwrap());
+            }
+        }
+        let ssh_port = addrs[0].port();
+        let metrics = addrs.get(1).copied();
+        ServeProcess {
+            child,
+            ssh_port,
+            metrics,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::gateway_support::{TEST_POLICY, TestGateway};
-use super::support::{DEADLINE, asciinema_cat, casts, podgate, run, text};
+use super::support::{DEADLINE, asciinema_cat, casts, podgate, recordings_verify, run, text};
 
 /// Sessions leave transcripts asciinema plays, metadata the tools list, and a chain that verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,16 +43,7 @@ async fn sessions_are_recorded_and_verifiable() {
         "{played:?}"
     );
 
-    let out = run(
-        podgate(&[
-            "recordings",
-            "verify",
-            "--recordings",
-            root.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let out = recordings_verify(&root).await;
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -116,16 +107,7 @@ async fn sessions_are_recorded_and_verifiable() {
     let last = bytes.len() - 3;
     bytes[last] ^= 1;
     std::fs::write(cast, bytes).unwrap();
-    let out = run(
-        podgate(&[
-            "recordings",
-            "verify",
-            "--recordings",
-            root.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let out = recordings_verify(&root).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains(session), "{}", text(&out.stderr));
     // Put it back: every transcript a test leaves must still play (see TestGateway).
@@ -307,16 +289,7 @@ async fn a_killed_gateway_leaves_a_playable_recording() {
         "{}",
         text(&out.stdout)
     );
-    let out = run(
-        podgate(&[
-            "recordings",
-            "verify",
-            "--recordings",
-            root.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let out = recordings_verify(&root).await;
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -201,3 +201,13 @@ pub fn casts(root: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `podgate recordings verify --recordings ROOT`.
+pub async fn recordings_verify(root: &std::path::Path) -> Output {
+    let root = root.to_str().unwrap();
+    run(
+        podgate(&["recordings", "verify", "--recordings", root]),
+        None,
+    )
+    .await
+}
