@@ -1,12 +1,11 @@
 //! Recordings made by real sessions: read by the real asciinema, verified and listed by the
 //! offline tools, refused when they cannot be written, and recovered after a SIGKILL.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::gateway_support::{TEST_POLICY, TestGateway};
+use super::gateway_support::{ServeProcess, TEST_POLICY, TestGateway};
 use super::support::{DEADLINE, asciinema_cat, casts, podgate, recordings_verify, run, text};
 
 /// Sessions leave transcripts asciinema plays, metadata the tools list, and a chain that verifies.
@@ -174,30 +173,10 @@ async fn a_killed_gateway_leaves_a_playable_recording() {
     let cert = gw.sre().await;
     // A second gateway, the real binary, on the same configuration and recordings.
     let config = gw.dir.path().join("config.yaml");
-    let start = |cfg: PathBuf| async move {
-        let mut cmd = podgate(&["serve", "--config", cfg.to_str().unwrap()]);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(DEADLINE, async {
-            while let Some(l) = lines.next_line().await.unwrap() {
-                if let Some(a) = l.strip_prefix("podgate: serving on ") {
-                    return a.to_owned();
-                }
-            }
-            panic!("gateway exited before serving");
-        })
-        .await
-        .unwrap();
-        (child, addr)
-    };
-    let (mut child, addr) = start(config.clone()).await;
-    let port = addr.rsplit(':').next().unwrap().to_owned();
-    let kh = gw.known_hosts.clone();
-    let host_line = std::fs::read_to_string(&kh).unwrap();
-    let key = host_line.split_once(' ').unwrap().1.to_owned();
-    std::fs::write(&kh, format!("[127.0.0.1]:{port} {key}")).unwrap();
-    let mut ssh = gw.ssh(
+    let mut child = ServeProcess::start(&config, false).await;
+    gw.trust_port(child.ssh_port);
+    let mut ssh = gw.ssh_to(
+        child.ssh_port,
         &cert,
         "sam",
         &[
@@ -209,27 +188,8 @@ async fn a_killed_gateway_leaves_a_playable_recording() {
             "'echo started; sleep 60'",
         ],
     );
-    // Point it at the subprocess gateway.
-    let std = ssh.as_std_mut();
-    let args: Vec<String> = std
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let mut fixed = tokio::process::Command::new("ssh");
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        fixed.arg(a);
-        if a == "-p" {
-            it.next();
-            fixed.arg(&port);
-        }
-    }
-    fixed
-        .env("HOME", gw.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut session = fixed.spawn().unwrap();
+    ssh.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut session = ssh.spawn().unwrap();
     let mut out = BufReader::new(session.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(DEADLINE, out.next_line())
         .await
@@ -257,11 +217,13 @@ async fn a_killed_gateway_leaves_a_playable_recording() {
     })
     .await
     .expect("the transcript was not flushed within the deadline");
-    child.start_kill().unwrap();
-    let _ = tokio::time::timeout(DEADLINE, child.wait()).await.unwrap();
+    child.child.start_kill().unwrap();
+    let _ = tokio::time::timeout(DEADLINE, child.child.wait())
+        .await
+        .unwrap();
     let _ = session.kill().await;
 
-    let (mut child, _) = start(config).await;
+    let mut child = ServeProcess::start(&config, false).await;
     let files = casts(&root);
     assert_eq!(files.len(), 1);
     let played = asciinema_cat(&files[0]).unwrap();
@@ -297,5 +259,5 @@ async fn a_killed_gateway_leaves_a_playable_recording() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    child.start_kill().unwrap();
+    child.child.start_kill().unwrap();
 }
