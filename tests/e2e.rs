@@ -2,6 +2,7 @@
 //! programs (kubectl, ssh, ssh-keygen, script) against real servers on loopback.
 
 mod e2e {
+    pub mod backpressure;
     pub mod cli;
     pub mod dev_command;
     pub mod devcluster_binary;
