@@ -540,3 +540,7 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 #[path = "request_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "request_props.rs"]
+mod props;

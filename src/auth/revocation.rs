@@ -583,5 +583,8 @@ fn parse_serial(text: &str) -> Result<u64, String> {
 #[path = "revocation_input_tests.rs"]
 mod input_tests;
 #[cfg(test)]
+#[path = "revocation_props.rs"]
+mod props;
+#[cfg(test)]
 #[path = "revocation_tests.rs"]
 mod tests;

@@ -360,3 +360,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 #[cfg(test)]
 #[path = "cast_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "cast_props.rs"]
+mod props;
