@@ -443,5 +443,8 @@ fn clip(line: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "policy/bypass_tests.rs"]
+mod bypass_tests;
+#[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;

@@ -15,7 +15,7 @@ rules:
     actions: [list, logs, exec]
     commands:
       - 'ls( -l)?'
-      - 'ls|cat'
+      - '(ls|cat)'
       - 'cat /var/log/[a-z0-9._/-]+'
       - 'ps aux'
     deny_commands: ['.*\.\..*']
@@ -369,11 +369,11 @@ fn patterns_are_anchored() {
         ("ls( -l)?", "ls -l", true),
         ("ls( -l)?", "xls", false),
         ("ls( -l)?", "ls -l -a", false),
-        ("ls|cat", "ls", true),
-        ("ls|cat", "cat", true),
-        ("ls|cat", "ls; cat x", false),
-        ("ls|cat", "cat x", false),
-        ("^ls|cat$", "ls x cat", false),
+        ("(ls|cat)", "ls", true),
+        ("(ls|cat)", "cat", true),
+        ("(ls|cat)", "ls; cat x", false),
+        ("(ls|cat)", "cat x", false),
+        ("^(ls|cat)$", "ls x cat", false),
         ("(?m)^ls$", "ls", true),
         ("(?m)ls$", "ls x", false),
         ("ls.*", "ls -la /tmp", true),

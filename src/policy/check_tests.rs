@@ -77,6 +77,26 @@ fn value_errors_have_locations() {
             "pattern has byte 0x0a",
         ),
         (
+            "    actions: [exec]\n    commands: ['ps aux|id']\n",
+            "p.yaml:7: error: rule \"r\": commands pattern: \"ps aux|id\" has a top-level '|'",
+        ),
+        (
+            "    actions: [exec]\n    commands: ['^ls|cat /tmp/x$']\n",
+            "has a top-level '|'",
+        ),
+        (
+            "    actions: [exec]\n    commands: ['ls( -l$)? /tmp']\n",
+            "has an anchor inside it",
+        ),
+        (
+            "    actions: [exec]\n    commands: ['ls ^/tmp']\n",
+            "has an anchor inside it",
+        ),
+        (
+            "    actions: [exec]\n    commands: ['x']\n    deny_commands: ['rm|(^.*\\A)']\n",
+            "p.yaml:8: error: rule \"r\": deny_commands pattern: \"rm|(^.*\\\\A)\" has a top-level '|'",
+        ),
+        (
             "    actions: [exec]\n    commands: ['x']\n    deny_commands: ['[a-']\n",
             "p.yaml:8: error: rule \"r\": deny_commands pattern:",
         ),

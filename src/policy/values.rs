@@ -34,8 +34,77 @@ pub(super) fn compile_pattern(pattern: &str) -> Result<Regex, String> {
     // On its own first: a valid regex has balanced groups, so it cannot close `(?:` below
     // and escape the anchors (e.g. `ls)|(.*`).
     build(pattern).map_err(|e| format!("{:?} is not a valid regex: {}", pattern, one_line(&e)))?;
+    check_anchoring(pattern)?;
     build(&format!(r"\A(?:{pattern})\z"))
         .map_err(|e| format!("{:?} is not a valid regex: {}", pattern, one_line(&e)))
+}
+
+/// Refuse what reads differently once the whole pattern is anchored: a top-level `|`
+/// (`ls|cat /tmp/x` is `\A(?:ls|cat /tmp/x)\z` here, but reads as `^ls|cat /tmp/x$` to a
+/// person, or to a tool that adds `^...$`, where it would allow anything starting with
+/// `ls`), and a `^`, `$`, `\A` or `\z` anywhere but the very start or end (inside a pattern
+/// matched against one whole line it cannot mean what its author meant).
+fn check_anchoring(pattern: &str) -> Result<(), String> {
+    use regex_syntax::ast::{AssertionKind, Ast};
+    let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern) else {
+        // Not reached: the pattern compiled; the regex crate reports its own errors.
+        return Ok(());
+    };
+    if let Ast::Alternation(_) = ast {
+        return Err(format!(
+            "{pattern:?} has a top-level '|': every pattern must match the whole command \
+             line, so write it as '(a|b)' to show what each alternative covers"
+        ));
+    }
+    let top: &[Ast] = match &ast {
+        Ast::Concat(c) => &c.asts,
+        other => std::slice::from_ref(other),
+    };
+    let is_anchor = |a: &Ast, start: bool| {
+        matches!(a, Ast::Assertion(x) if matches!(
+            (&x.kind, start),
+            (AssertionKind::StartLine | AssertionKind::StartText, true)
+                | (AssertionKind::EndLine | AssertionKind::EndText, false)
+        ))
+    };
+    // Flags such as `(?m)` may come before a leading anchor.
+    let first = top
+        .iter()
+        .position(|a| !matches!(a, Ast::Flags(_)))
+        .unwrap_or(0);
+    let mut stack: Vec<(&Ast, bool)> = top
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let edge =
+                (i == first && is_anchor(a, true)) || (i + 1 == top.len() && is_anchor(a, false));
+            (a, edge)
+        })
+        .collect();
+    while let Some((node, edge)) = stack.pop() {
+        match node {
+            Ast::Assertion(x) if !edge => {
+                if matches!(
+                    x.kind,
+                    AssertionKind::StartLine
+                        | AssertionKind::EndLine
+                        | AssertionKind::StartText
+                        | AssertionKind::EndText
+                ) {
+                    return Err(format!(
+                        "{pattern:?} has an anchor inside it: patterns already match the \
+                         whole command line; remove it"
+                    ));
+                }
+            }
+            Ast::Repetition(r) => stack.push((&r.ast, false)),
+            Ast::Group(g) => stack.push((&g.ast, false)),
+            Ast::Alternation(a) => stack.extend(a.asts.iter().map(|x| (x, false))),
+            Ast::Concat(c) => stack.extend(c.asts.iter().map(|x| (x, false))),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// regex errors are multi-line (pattern, caret, message): keep the message.
