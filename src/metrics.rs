@@ -96,6 +96,7 @@ const END_REASONS: &[&str] = &[
 ];
 const REJECTION_CODES: &[&str] = &[
     "not_a_certificate",
+    "unparsable_key",
     "host_certificate",
     "ca_is_certificate",
     "untrusted_ca",

@@ -45,6 +45,7 @@ pub async fn run(
         };
         let _ = tcp.set_nodelay(true);
         let handler = Connection::new(gateway.clone(), Some(peer), tracker.clone());
+        let gateway = gateway.clone();
         let ssh = ssh.clone();
         let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
@@ -60,6 +61,7 @@ pub async fn run(
             tokio::select! {
                 r = session => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended");
+                    audit_unparsable(&gateway, peer, &e);
                 },
                 _ = hard_stop.cancelled() => {
                     let _ = handle
@@ -84,5 +86,21 @@ pub async fn run(
         let _ = tokio::time::timeout(ending, tracker.wait()).await;
         hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+}
+
+/// russh drops the connection, without asking the handler, when the key or certificate a
+/// client offers cannot be decoded (a duplicated or malformed certificate option, trailing
+/// bytes): that refusal is audited here like any other.
+fn audit_unparsable(gateway: &Shared, peer: std::net::SocketAddr, error: &crate::ssh::SshError) {
+    let crate::ssh::SshError::Russh(russh::Error::SshKey(e)) = error else {
+        return;
+    };
+    let fields = serde_json::json!({
+        "client": peer.to_string(), "code": "unparsable_key",
+        "reason": format!("the key or certificate offered cannot be parsed ({e}); connection closed"),
+    });
+    if let Err(e) = gateway.record("auth.rejected", fields) {
+        tracing::error!(error = %e, "audit log write failed");
     }
 }

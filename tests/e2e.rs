@@ -3,6 +3,8 @@
 
 mod e2e {
     pub mod backpressure;
+    pub mod certificate_forge;
+    pub mod certificate_matrix;
     pub mod cli;
     pub mod dev_command;
     pub mod devcluster_binary;
