@@ -14,12 +14,14 @@
 //! * Wiring: `load` (read what the configuration names), `gateway` (shared state),
 //!   `revocation_watch` (keeps the revocation list current), `metrics` (Prometheus
 //!   metrics derived from audit events, `/metrics`, `/healthz`, `/readyz`),
-//!   `server` (accept loop, limits, drain), `dev` (the `podgate dev` demo), `cli`,
+//!   `server` (accept loop, limits, drain), `admission` (which connections are served),
+//!   `dev` (the `podgate dev` demo), `cli`,
 //!   `telemetry`, `shutdown`.
 //! * `devcluster`: the local Kubernetes API used by `podgate dev` and the tests; it
 //!   imports nothing from the gateway modules.
 
 pub mod action;
+pub mod admission;
 pub mod auth;
 pub mod bridge;
 pub mod cert;

@@ -1,19 +1,27 @@
-//! The accept loop: one russh session per TCP connection, a bound on connections served at
-//! once, and a graceful stop (stop accepting, let sessions finish within the drain time,
-//! then disconnect the rest).
+//! The accept loop: one russh session per TCP connection, admitted by the [`gate`]
+//! (connection cap, unauthenticated slots in total and per source with eviction, source
+//! penalties), a login grace deadline for connections that have not logged in, and a
+//! graceful stop (stop accepting, let sessions finish within the drain time, end the rest
+//! cleanly, then disconnect what is left).
+//!
+//! The listener never stalls: a connection over a limit is accepted and closed at once
+//! (as OpenSSH's MaxStartups does), so the kernel's backlog cannot fill behind a flood.
+
+pub mod gate;
+mod killable;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::server::Config;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gateway::Shared;
 use crate::ssh::Connection;
 use crate::ssh::prechecks;
+use gate::{Gate, Pass};
 
 /// Serve SSH on `listener` until `shutdown` fires, then drain.
 pub async fn run(
@@ -23,14 +31,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     prechecks::install();
-    let limit = Arc::new(Semaphore::new(gateway.limits.max_connections));
+    let gate = Gate::new(&gateway.limits);
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.cancelled() => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -43,33 +47,26 @@ pub async fn run(
             },
             _ = shutdown.cancelled() => break,
         };
-        let _ = tcp.set_nodelay(true);
-        let handler = Connection::new(gateway.clone(), Some(peer), tracker.clone());
-        let gateway = gateway.clone();
-        let ssh = ssh.clone();
-        let hard_stop = hard_stop.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let session = match russh::server::run_stream(ssh, tcp, handler).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "SSH handshake failed");
-                    return;
-                }
-            };
-            let handle = session.handle();
-            tokio::select! {
-                r = session => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended");
-                    audit_unparsable(&gateway, peer, &e);
-                },
-                _ = hard_stop.cancelled() => {
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, "podgate is shutting down".into(), "en".into())
-                        .await;
-                }
+        let pass = match gate.enter(peer.ip()) {
+            Ok(pass) => pass,
+            Err(turned) => {
+                // Not audited one by one: a flood must not fill the audit log.
+                tracing::debug!(%peer, reason = %turned.reason, "connection refused");
+                gateway.metrics.connection_refused(turned.code);
+                drop(tcp);
+                continue;
             }
-        });
+        };
+        let _ = tcp.set_nodelay(true);
+        tracker.spawn(serve(
+            tcp,
+            peer,
+            pass,
+            gateway.clone(),
+            ssh.clone(),
+            tracker.clone(),
+            hard_stop.clone(),
+        ));
     }
     drop(listener);
     tracker.close();
@@ -103,4 +100,99 @@ fn audit_unparsable(gateway: &Shared, peer: std::net::SocketAddr, error: &crate:
     if let Err(e) = gateway.record("auth.rejected", fields) {
         tracing::error!(error = %e, "audit log write failed");
     }
+}
+
+/// One connection, from the SSH handshake to its end. Until it logs in it is bounded by
+/// `limits.login_grace` and may be evicted to make room for a newer connection.
+async fn serve(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    pass: Pass,
+    gateway: Shared,
+    ssh: Arc<Config>,
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+) {
+    let evicted = pass.evicted();
+    let mut logged_in = pass.logged_in();
+    let grace = tokio::time::sleep(gateway.limits.login_grace);
+    tokio::pin!(grace);
+    gateway.metrics.connection(true);
+    let _open = scopeguard(|| gateway.metrics.connection(false));
+    let handler = Connection::new(gateway.clone(), Some(peer), tracker).with_pass(pass);
+    let kill = CancellationToken::new();
+    let tcp = killable::Killable::new(tcp, kill.clone());
+    // The SSH version exchange: a client that trickles or never sends its version line is
+    // cut here.
+    let session = tokio::select! {
+        r = russh::server::run_stream(ssh, tcp, handler) => match r {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                return;
+            }
+        },
+        _ = &mut grace => {
+            tracing::debug!(%peer, "login grace over before the SSH handshake");
+            gateway.metrics.connection_refused("login_grace");
+            return;
+        }
+        _ = evicted.cancelled() => {
+            gateway.metrics.connection_refused("evicted");
+            return;
+        }
+        _ = hard_stop.cancelled() => return,
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    let mut waiting = true;
+    let reason = loop {
+        tokio::select! {
+            r = &mut session => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                    audit_unparsable(&gateway, peer, &e);
+                }
+                return;
+            }
+            changed = logged_in.changed(), if waiting => {
+                if changed.is_err() || *logged_in.borrow() {
+                    waiting = false;
+                }
+            }
+            _ = &mut grace, if waiting => {
+                gateway.metrics.connection_refused("login_grace");
+                break "podgate: login grace time is over";
+            }
+            _ = evicted.cancelled(), if waiting => {
+                gateway.metrics.connection_refused("evicted");
+                break "podgate: too many connections are waiting to log in";
+            }
+            _ = hard_stop.cancelled() => break "podgate is shutting down",
+        }
+    };
+    let bye = handle.disconnect(russh::Disconnect::ByApplication, reason.into(), "en".into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+    // A moment for the disconnect to go out; then the stream is cut, which ends russh's
+    // session task (dropping `session` alone would not).
+    if tokio::time::timeout(Duration::from_secs(1), &mut session)
+        .await
+        .is_err()
+    {
+        kill.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut session).await;
+    }
+}
+
+/// Run `f` when the returned value is dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -14,7 +14,9 @@ mod e2e {
     pub mod gateway_process;
     pub mod gateway_refusals;
     pub mod gateway_support;
+    pub mod hostile_input;
     pub mod lifetime;
+    pub mod limits;
     pub mod port_forward;
     pub mod recordings;
     pub mod revocation;

@@ -69,8 +69,9 @@ pub struct Connection {
     gone: CancellationToken,
     /// Forwarded connections open now, and the port-forward sessions they belong to.
     forwards: forward::Forwards,
-    /// A certificate was refused on this connection (for source penalties).
-    pub failed_auth: bool,
+    /// Its admission (see `server::gate`): told about logins and refusals, and released
+    /// when the connection goes.
+    pass: Option<crate::server::gate::Pass>,
 }
 
 impl Drop for Connection {
@@ -110,7 +111,20 @@ impl Connection {
             ending: watch::channel(None).0,
             gone: CancellationToken::new(),
             forwards: forward::Forwards::default(),
-            failed_auth: false,
+            pass: None,
+        }
+    }
+
+    /// Attach the connection's admission pass.
+    pub fn with_pass(mut self, pass: crate::server::gate::Pass) -> Connection {
+        self.pass = Some(pass);
+        self
+    }
+
+    /// A key or certificate was refused (counts towards the source's penalty).
+    fn refused(&self) {
+        if let Some(p) = &self.pass {
+            p.failed_auth();
         }
     }
 
@@ -205,7 +219,7 @@ impl russh::server::Handler for Connection {
             .public_key
             .fingerprint(russh::keys::HashAlg::Sha256)
             .to_string();
-        self.failed_auth = true;
+        self.refused();
         self.audit(
             "auth.rejected",
             json!({
@@ -244,7 +258,7 @@ impl russh::server::Handler for Connection {
                 Ok(Auth::Accept)
             }
             Err(rejection) => {
-                self.failed_auth = true;
+                self.refused();
                 tracing::info!(code = rejection.code(), reason = %rejection, client = %self.client(), "auth.rejected");
                 self.audit(
                     "auth.rejected",
@@ -260,6 +274,9 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(p) = &self.pass {
+            p.authenticated();
+        }
         if let (Some(identity), Some(cert)) = (&self.identity, &self.certificate) {
             let watcher = Watcher {
                 gateway: self.gateway.clone(),

@@ -10,22 +10,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::gateway_support::{ServeProcess, TEST_POLICY, TestGateway};
+use super::support::rss;
 
 /// Room the gateway may use for one stalled stream: SSH window (2 MiB), the input budget
 /// (8 MiB), kube-rs pipes and socket buffers, with a wide margin. Unbounded buffering of
 /// the 128 MiB sent would blow far past it.
 const BOUND: u64 = 48 * 1024 * 1024;
 const TOTAL: u64 = 128 * 1024 * 1024;
-
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
 
 /// Wait (bounded) until `progress` has not moved for a second: the stream is stalled.
 /// Returns its value then.

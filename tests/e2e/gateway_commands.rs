@@ -201,7 +201,10 @@ async fn pty_exec_and_shell() {
             "--",
             "sh",
             "-c",
-            "'tty; stty size; exit 5'",
+            // The terminal size travels on the exec stream's resize channel, which may
+            // arrive just after the process starts (as with kubectl and a real kubelet):
+            // wait for it, bounded, instead of racing it.
+            "'i=0; while [ \"$(stty size)\" = \"0 0\" ] || [ \"$(stty size)\" = \"24 80\" ]; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done; tty; stty size; exit 5'",
         ],
     );
     let line = format!("stty cols 97 rows 31; {}", shell_line(&ssh));

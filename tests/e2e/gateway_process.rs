@@ -15,7 +15,7 @@ use super::lifetime::until_it_ends;
 use super::support::{DEADLINE, asciinema_cat, casts, recordings_verify, run, text};
 
 /// `GET path` over HTTP/1.0; the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(super) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let exchange = async {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = format!("GET {path} HTTP/1.0\r\nHost: podgate\r\n\r\n");
@@ -32,7 +32,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// Parse the OpenMetrics text exposition strictly enough to fail on a malformed line:
 /// `name{labels} value` samples, `#` comments, and the closing `# EOF`.
-fn parse_metrics(body: &str) -> HashMap<String, f64> {
+pub(super) fn parse_metrics(body: &str) -> HashMap<String, f64> {
     assert!(body.ends_with("# EOF\n"), "no # EOF: {body}");
     let mut samples = HashMap::new();
     for line in body.lines() {
@@ -64,7 +64,7 @@ fn parse_metrics(body: &str) -> HashMap<String, f64> {
 
 /// A second configuration for a gateway process beside the in-process one: its own
 /// recordings, a metrics address, and `extra` lines.
-fn process_config(gw: &TestGateway, extra: &str) -> PathBuf {
+pub(super) fn process_config(gw: &TestGateway, extra: &str) -> PathBuf {
     let dir = gw.dir.path();
     let base = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
     let text = base.replace(

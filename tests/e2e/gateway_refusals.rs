@@ -2,7 +2,7 @@
 //! `ssh` client, each asserting the exit status (or the authentication failure), the
 //! message, the gateway's audit event, and that nothing reached a pod.
 
-use super::gateway_support::TestGateway;
+use super::gateway_support::{TEST_POLICY, TestGateway};
 use super::support::{run, text};
 
 /// How a case must end.
@@ -470,7 +470,10 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_table() {
-    let gw = TestGateway::start().await;
+    // Every refused case comes from 127.0.0.1: exempt it from source penalties, which
+    // tests/e2e/limits.rs covers on their own.
+    let gw =
+        TestGateway::start_with(TEST_POLICY, "limits:\n  penalty_exempt: [127.0.0.1/32]\n").await;
     let before = gw.pod_calls();
     let mut failures = Vec::new();
     for (i, case) in cases().into_iter().enumerate() {

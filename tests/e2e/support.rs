@@ -211,3 +211,14 @@ pub async fn recordings_verify(root: &std::path::Path) -> Output {
     )
     .await
 }
+
+/// The resident set size of process `pid`, in bytes (from /proc).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
