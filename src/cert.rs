@@ -153,6 +153,16 @@ fn options_map(kind: &'static str, pairs: &[(String, String)]) -> Result<Options
 }
 
 /// A random non-zero serial below 2^53, so that it survives JSON consumers that read numbers
+/// A new Ed25519 key pair (user or host key), from the operating system's RNG.
+pub fn new_ed25519() -> PrivateKey {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+        &seed,
+    ))
+}
+
 /// as doubles (jq, JavaScript) unchanged; 53 bits keep collisions negligible.
 pub fn random_serial() -> u64 {
     rand::random_range(1..(1u64 << 53))

@@ -41,6 +41,83 @@ pub enum Command {
     Recordings(RecordingsCommand),
     /// Replay a recorded session in the terminal
     Replay(ReplayArgs),
+    /// Per-incident gateway pods: open, list, close
+    #[command(subcommand)]
+    Incident(IncidentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Create (or bring up to date) a gateway pod for an incident, with its Service,
+    /// configuration, host key and RoleBindings; prints the SSH endpoint and host key
+    Open(Box<OpenArgs>),
+    /// Show open incidents with their age and time left
+    List {
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
+    /// Delete everything `incident open` made for an incident
+    Close {
+        /// The incident ID
+        id: String,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
+}
+
+/// The cluster, chosen as kubectl chooses it.
+#[derive(Debug, clap::Args)]
+pub struct KubeArgs {
+    /// kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig (default: its current context)
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace the gateway pods live in
+    #[arg(long, value_name = "NS", default_value = "podgate")]
+    pub gateway_namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OpenArgs {
+    /// The incident ID (certificates must carry incident@podgate=ID)
+    pub id: String,
+    /// Namespace the incident's responders may debug (repeat for several)
+    #[arg(long = "namespace", short = 'n', value_name = "NS", required = true)]
+    pub namespaces: Vec<String>,
+    /// How long the gateway lives (the pod's activeDeadlineSeconds)
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// User CA public key file (default: user_ca.pub of the installed gateway's ConfigMap
+    /// labelled podgate.dev/user-ca=true)
+    #[arg(long, value_name = "FILE")]
+    pub ca_pub: Option<PathBuf>,
+    /// Policy file (default: holders of --group may list, logs, exec and shell in the
+    /// incident's namespaces)
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Certificate group the default policy grants to
+    #[arg(long, value_name = "GROUP", default_value = "incident-responders")]
+    pub group: String,
+    /// ClusterRole the incident's Kubernetes group gets in each namespace
+    #[arg(long, value_name = "NAME", default_value = "podgate-debug")]
+    pub role: String,
+    /// How engineers reach the gateway
+    #[arg(long, value_enum, default_value = "ClusterIP")]
+    pub service_type: crate::incident::ServiceType,
+    /// The gateway's cluster name (certificates' cluster@podgate; default: the kubeconfig
+    /// context's cluster)
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Gateway image
+    #[arg(long, value_name = "IMAGE", default_value = concat!("ghcr.io/podgate/podgate:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Print the objects as YAML instead of creating them (needs --ca-pub; no cluster call)
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 #[derive(Debug, Subcommand)]

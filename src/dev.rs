@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::RngCore;
 use russh::keys::ssh_key::LineEnding;
-use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{PrivateKey, PublicKey};
 
 use crate::cert::{self, IssueRequest};
@@ -100,9 +98,7 @@ fn key(path: &Path) -> Result<PrivateKey, DevError> {
     if path.exists() {
         return russh::keys::load_secret_key(path, None).map_err(|e| file_err(path, e));
     }
-    let mut seed = [0u8; 32];
-    rand::rng().fill_bytes(&mut seed);
-    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let key = cert::new_ed25519();
     let text = key
         .to_openssh(LineEnding::LF)
         .map_err(|e| file_err(path, e))?;

@@ -15,7 +15,7 @@
 //!   `revocation_watch` (keeps the revocation list current), `metrics` (Prometheus
 //!   metrics derived from audit events, `/metrics`, `/healthz`, `/readyz`),
 //!   `server` (accept loop, limits, drain), `admission` (which connections are served),
-//!   `dev` (the `podgate dev` demo), `cli`,
+//!   `dev` (the `podgate dev` demo), `incident` (per-incident gateway pods), `cli`,
 //!   `telemetry`, `shutdown`.
 //! * `devcluster`: the local Kubernetes API used by `podgate dev` and the tests; it
 //!   imports nothing from the gateway modules.
@@ -30,6 +30,7 @@ pub mod config;
 pub mod dev;
 pub mod devcluster;
 pub mod gateway;
+pub mod incident;
 pub mod load;
 pub mod metrics;
 pub mod policy;

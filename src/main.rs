@@ -15,11 +15,26 @@ use podgate::policy::{Ask, Decision, Policy, Severity};
 use podgate::recording::offline;
 use podgate::{cert, config, dev, load, request, server};
 
+#[path = "main_incident.rs"]
+mod incident_cmd;
+
 /// sysexits.h EX_USAGE: the command line was wrong.
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Dev(_) | Command::Devcluster(_)
+    ) {
+        // A command whose output goes into `| head` ends quietly when the pipe closes, as
+        // other Unix tools do (Rust ignores SIGPIPE, so `println!` would panic). The
+        // servers keep ignoring it: a closed socket is an error value there.
+        // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     podgate::telemetry::init(std::env::var("PODGATE_LOG_FORMAT").is_ok_and(|v| v == "json"));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -43,6 +58,7 @@ fn main() -> ExitCode {
                 recordings_verify(&recordings)
             }
             Command::Replay(args) => replay(args).await,
+            Command::Incident(command) => incident_cmd::run(command).await,
         }
     });
     match result {

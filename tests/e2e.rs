@@ -15,6 +15,7 @@ mod e2e {
     pub mod gateway_refusals;
     pub mod gateway_support;
     pub mod hostile_input;
+    pub mod incident;
     pub mod lifetime;
     pub mod limits;
     pub mod port_forward;

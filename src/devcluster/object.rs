@@ -143,3 +143,26 @@ pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
         }
     }
 }
+
+/// A Secret's `stringData` is write-only: the API server folds it into `data` (base64,
+/// each key overriding `data`'s) and never returns it.
+pub(super) fn fold_string_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(obj) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = obj.remove("stringData") else {
+        return;
+    };
+    let data = obj.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in strings {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, json!(encoded));
+        }
+    }
+}

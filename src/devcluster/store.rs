@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::discovery::{self, ResourceType};
 use super::fixture::{Fixture, Phase, Serve};
 pub use super::object::{SUPPORTED_FIELDS, str_at};
-use super::object::{check_kind, fields_of, find_container, labels_of, merge_patch, object_name};
+use super::object::{
+    check_kind, fields_of, find_container, fold_string_data, labels_of, merge_patch, object_name,
+};
 use super::selector::Selector;
 use super::status::ApiError;
 
@@ -368,6 +370,9 @@ impl Store {
             obj.insert("apiVersion".into(), json!(rt.api_version()));
             obj.insert("kind".into(), json!(rt.kind));
         }
+        if rt.resource == "secrets" {
+            fold_string_data(&mut body);
+        }
         if rt.resource == "pods" {
             let containers = containers_of(&body)?;
             return Ok(self.insert_pod(&mut inner, body, Phase::Running, containers, now));
@@ -430,6 +435,9 @@ impl Store {
             }
             body
         };
+        if rt.resource == "secrets" {
+            fold_string_data(&mut next);
+        }
         if str_at(&next, &["metadata", "name"]) != name {
             return Err(ApiError::bad_request(
                 "the name of the object does not match the name on the URL",
