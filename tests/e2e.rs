@@ -10,6 +10,7 @@ mod e2e {
     pub mod devcluster_binary;
     pub mod devcluster_kube;
     pub mod devcluster_kubectl;
+    pub mod faults;
     pub mod gateway_commands;
     pub mod gateway_process;
     pub mod gateway_refusals;

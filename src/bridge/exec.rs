@@ -128,6 +128,9 @@ pub async fn run(
     let mut err_buf = vec![0u8; CHUNK];
     let mut outcome = None;
     let lifetime = io.lifetime.clone();
+    let mut status = status.map(Box::pin);
+    // The status as soon as it arrives: `Some(None)` when the stream ended without one.
+    let mut got_status: Option<Option<Status>> = None;
     while stdout.is_some() || stderr.is_some() {
         tokio::select! {
             _ = lifetime.stopped() => {
@@ -152,6 +155,27 @@ pub async fn run(
                 }
                 _ => stderr = None,
             },
+            st = async {
+                match status.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if got_status.is_none() => {
+                let lost = st.is_none();
+                got_status = Some(st);
+                if lost {
+                    // The stream ended without a status (connection lost). On that path
+                    // kube-rs returns without closing the output pipes (remote_command.rs,
+                    // start_message_loop's error returns), so EOF would never come: pass on
+                    // what is buffered and stop.
+                    if drain(&mut stdout, &mut out_buf, io, false).await.is_err()
+                        || drain(&mut stderr, &mut err_buf, io, true).await.is_err()
+                    {
+                        outcome = Some(Outcome::ClientGone);
+                    }
+                    break;
+                }
+            }
             _ = client_gone.cancelled() => {
                 outcome = Some(Outcome::ClientGone);
                 break;
@@ -163,22 +187,28 @@ pub async fn run(
             process.abort();
             Ok(o)
         }
-        None => match status {
-            Some(fut) => match tokio::time::timeout(Duration::from_secs(30), fut).await {
+        None => {
+            let status = match (got_status, status) {
+                (Some(st), _) => Ok(st),
+                (None, Some(fut)) => tokio::time::timeout(Duration::from_secs(30), fut)
+                    .await
+                    .map_err(|_| {
+                        BridgeError::Stream("no exit status within 30s of the output ending".into())
+                    }),
+                (None, None) => Err(BridgeError::Stream(
+                    "the exec stream has no status channel".into(),
+                )),
+            };
+            match status {
                 Ok(Some(st)) => exit_status(&st)
                     .map(Outcome::Exited)
                     .map_err(|message| BridgeError::Api { code: 500, message }),
                 Ok(None) => Err(BridgeError::Stream(
-                    "the exec stream ended without an exit status".into(),
+                    "the connection to the cluster was lost before the command finished".into(),
                 )),
-                Err(_) => Err(BridgeError::Stream(
-                    "no exit status within 30s of the output ending".into(),
-                )),
-            },
-            None => Err(BridgeError::Stream(
-                "the exec stream has no status channel".into(),
-            )),
-        },
+                Err(e) => Err(e),
+            }
+        }
     };
     stop_pump.cancel();
     let (input, eof, gone) = match pump.await {
@@ -193,6 +223,32 @@ pub async fn run(
     io.closed = io.closed || gone;
     let _ = process.join().await;
     result
+}
+
+/// Pass on what `r` holds now, without waiting for more (stderr if `err`).
+async fn drain<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut Option<R>,
+    buf: &mut [u8],
+    io: &mut ChannelIo,
+    err: bool,
+) -> Result<(), ()> {
+    use futures::FutureExt as _;
+    let Some(reader) = r.as_mut() else {
+        return Ok(());
+    };
+    while let Some(Ok(n)) = reader.read(buf).now_or_never() {
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        let sent = if err {
+            io.err(chunk.to_vec()).await
+        } else {
+            io.out(chunk.to_vec()).await
+        };
+        sent.map_err(|_| ())?;
+    }
+    *r = None;
+    Ok(())
 }
 
 async fn read_opt<R: tokio::io::AsyncRead + Unpin>(

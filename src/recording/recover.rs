@@ -63,7 +63,9 @@ pub fn recover(root: &Path) -> Result<Vec<String>, RecoverError> {
     Ok(repaired)
 }
 
-fn recover_one(json: &Path) -> Result<Option<String>, RecoverError> {
+/// Repair one recording (see [`recover`]); also used at once when a recording fails, so a
+/// write torn by a full disk does not wait for the next start to become playable.
+pub(crate) fn recover_one(json: &Path) -> Result<Option<String>, RecoverError> {
     let mut m: Metadata = meta::read(json)?;
     if json.file_stem().and_then(|s| s.to_str()) != Some(m.session.as_str()) {
         // Repairing the recording it names would touch another session's files.

@@ -246,6 +246,15 @@ impl Recorder {
         inner.meta.complete = summary.is_some();
         let json = inner.json.clone();
         meta::write(&json, &inner.meta)?;
+        if failed.is_some() {
+            // The failed write may have torn the last line (a full disk takes part of it):
+            // trim it and mark the end now, so the transcript plays and verifies. On a disk
+            // that is still full the marker may not fit; the next start tries again.
+            drop(inner);
+            if let Err(e) = super::recover::recover_one(&json) {
+                tracing::warn!(error = %e, "a failed recording could not be repaired yet");
+            }
+        }
         match (summary, failed) {
             (Some(s), None) => Ok(s),
             (_, Some(why)) => Err(RecordError::Failed(why)),

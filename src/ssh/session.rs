@@ -232,6 +232,23 @@ async fn error(io: &ChannelIo, e: &BridgeError) -> u32 {
     EXIT_UNAVAILABLE
 }
 
+/// A request that failed before its session began (the cluster unreachable, the pod not
+/// found): the user is told, and the audit log says so (`session.failed`).
+async fn failed(
+    ctx: &Ctx,
+    io: &ChannelIo,
+    action: Action,
+    target: &str,
+    command: Option<&str>,
+    e: &BridgeError,
+) -> u32 {
+    ctx.audit(
+        "session.failed",
+        json!({"action": action.as_str(), "target": target, "command": command, "reason": e.to_string()}),
+    );
+    error(io, e).await
+}
+
 fn target_text(t: &Target) -> String {
     match &t.container {
         Some(c) => format!("{}/{}:{c}", t.namespace, t.pod),
@@ -299,13 +316,13 @@ async fn run_exec(
     let session = meta::new_session_id();
     let client = match client_for(ctx, &grant, &session) {
         Ok(c) => c,
-        Err(e) => return error(io, &e).await,
+        Err(e) => return failed(ctx, io, action, &what, line.as_deref(), &e).await,
     };
     let (container, grant) =
         match resolve_container(ctx, &client, action, &target, argv_ref, grant).await {
             Ok(r) => r,
             Err(Ok(reason)) => return deny(ctx, io, action, &what, line.as_deref(), &reason).await,
-            Err(Err(e)) => return error(io, &e).await,
+            Err(Err(e)) => return failed(ctx, io, action, &what, line.as_deref(), &e).await,
         };
     let argv = if action == Action::Shell {
         vec![grant.shell.clone()]
@@ -359,13 +376,13 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
     let session = meta::new_session_id();
     let client = match client_for(ctx, &grant, &session) {
         Ok(c) => c,
-        Err(e) => return error(io, &e).await,
+        Err(e) => return failed(ctx, io, Action::Logs, &what, None, &e).await,
     };
     let (container, grant) =
         match resolve_container(ctx, &client, Action::Logs, &target, None, grant).await {
             Ok(r) => r,
             Err(Ok(reason)) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
-            Err(Err(e)) => return error(io, &e).await,
+            Err(Err(e)) => return failed(ctx, io, Action::Logs, &what, None, &e).await,
         };
     let started = Started {
         session: &session,
@@ -427,7 +444,7 @@ async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {
         };
         let client = match client_for(ctx, &grant, &session) {
             Ok(c) => c,
-            Err(e) => return error(io, &e).await,
+            Err(e) => return failed(ctx, io, Action::List, ns, None, &e).await,
         };
         let listed = bridge::pods::list(client, ns);
         match ctx.gateway.metrics.timed("list pods", listed).await {
@@ -438,7 +455,7 @@ async fn pods(ctx: &Ctx, namespace: Option<String>, io: &mut ChannelIo) -> u32 {
                 };
                 decide(ctx, Action::List, &t, None, None).is_ok()
             })),
-            Err(e) => return error(io, &e).await,
+            Err(e) => return failed(ctx, io, Action::List, ns, None, &e).await,
         }
     }
     if rows.is_empty() && !denied.is_empty() {

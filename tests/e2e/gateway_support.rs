@@ -320,10 +320,37 @@ impl ServeProcess {
     /// Start `podgate serve --config CONFIG` and wait (bounded) until it serves; with
     /// `metrics`, also until it prints its metrics address.
     pub async fn start(config: &Path, metrics: bool) -> ServeProcess {
+        Self::spawn(config, metrics, None).await
+    }
+
+    /// As [`Self::start`], with every file the process writes limited to `max_file_size`
+    /// bytes (RLIMIT_FSIZE; SIGXFSZ ignored, so a write past it fails with EFBIG as on a
+    /// full disk).
+    pub async fn start_limited(config: &Path, metrics: bool, max_file_size: u64) -> ServeProcess {
+        Self::spawn(config, metrics, Some(max_file_size)).await
+    }
+
+    async fn spawn(config: &Path, metrics: bool, max_file_size: Option<u64>) -> ServeProcess {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = super::support::podgate(&["serve", "--config", s(config)]);
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
+        if let Some(limit) = max_file_size {
+            // SAFETY: between fork and exec only async-signal-safe calls are made.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
