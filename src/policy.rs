@@ -240,6 +240,20 @@ impl Policy {
         Decision::Deny(Denial { message })
     }
 
+    /// The certificate's scope first, then the policy (DESIGN.md §3: the certificate only
+    /// narrows what the policy grants, it never widens it). `Err` is the denial's message.
+    pub fn decide_within(
+        &self,
+        scope: &crate::auth::Scope,
+        ask: &Ask<'_>,
+    ) -> Result<Grant, String> {
+        scope.check(ask.action, ask.namespace, ask.pod)?;
+        match self.decide(ask) {
+            Decision::Allow(grant) => Ok(grant),
+            Decision::Deny(denial) => Err(denial.message),
+        }
+    }
+
     /// For `podgate policy explain`: each rule, whether it allows the request, and if not,
     /// the first thing that did not match.
     pub fn explain(&self, ask: &Ask<'_>) -> Vec<RuleVerdict> {
@@ -445,6 +459,9 @@ fn clip(line: &str) -> String {
 #[cfg(test)]
 #[path = "policy/bypass_tests.rs"]
 mod bypass_tests;
+#[cfg(test)]
+#[path = "policy/narrowing_props.rs"]
+mod narrowing_props;
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;

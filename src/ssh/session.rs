@@ -173,7 +173,7 @@ pub async fn execute(ctx: &Ctx, cmd: Command, io: &mut ChannelIo) -> u32 {
     }
 }
 
-/// Certificate scope, then policy.
+/// Certificate scope, then policy (`Policy::decide_within`).
 fn decide(
     ctx: &Ctx,
     action: Action,
@@ -181,10 +181,8 @@ fn decide(
     container: Option<&str>,
     argv: Option<&[String]>,
 ) -> Result<Grant, String> {
-    ctx.identity
-        .scope
-        .check(action, &target.namespace, &target.pod)?;
-    ask_policy(ctx, action, &target.namespace, &target.pod, container, argv)
+    let ask = ask(ctx, action, &target.namespace, &target.pod, container, argv);
+    ctx.gateway.policy.decide_within(&ctx.identity.scope, &ask)
 }
 
 /// The policy's answer for the certificate's groups (the scope is checked by the caller).
@@ -196,7 +194,25 @@ fn ask_policy(
     container: Option<&str>,
     argv: Option<&[String]>,
 ) -> Result<Grant, String> {
-    let ask = Ask {
+    match ctx
+        .gateway
+        .policy
+        .decide(&ask(ctx, action, namespace, pod, container, argv))
+    {
+        Decision::Allow(grant) => Ok(grant),
+        Decision::Deny(denial) => Err(denial.message),
+    }
+}
+
+fn ask<'a>(
+    ctx: &'a Ctx,
+    action: Action,
+    namespace: &'a str,
+    pod: &'a str,
+    container: Option<&'a str>,
+    argv: Option<&'a [String]>,
+) -> Ask<'a> {
+    Ask {
         groups: &ctx.identity.groups,
         action,
         namespace,
@@ -204,10 +220,6 @@ fn ask_policy(
         container,
         argv,
         port: None,
-    };
-    match ctx.gateway.policy.decide(&ask) {
-        Decision::Allow(grant) => Ok(grant),
-        Decision::Deny(denial) => Err(denial.message),
     }
 }
 
