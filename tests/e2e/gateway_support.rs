@@ -314,6 +314,8 @@ pub struct ServeProcess {
     pub ssh_port: u16,
     /// `metrics_listen`'s bound address, when the configuration has one.
     pub metrics: Option<SocketAddr>,
+    /// What the process wrote to stderr (its log).
+    pub stderr_log: PathBuf,
 }
 
 impl ServeProcess {
@@ -333,8 +335,10 @@ impl ServeProcess {
     async fn spawn(config: &Path, metrics: bool, max_file_size: Option<u64>) -> ServeProcess {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = super::support::podgate(&["serve", "--config", s(config)]);
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+        // Its log goes to a file beside the configuration, for tests to look into.
+        let stderr_log = config.with_extension("stderr.log");
+        let log = std::fs::File::create(&stderr_log).unwrap();
+        cmd.stdout(std::process::Stdio::piped()).stderr(log);
         if let Some(limit) = max_file_size {
             // SAFETY: between fork and exec only async-signal-safe calls are made.
             unsafe {
@@ -373,6 +377,7 @@ impl ServeProcess {
             child,
             ssh_port,
             metrics,
+            stderr_log,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! junk instead of a version line, an endless identification line, absurd packet lengths,
 //! random bytes after a valid banner. Each connection must be closed by the gateway (not
 //! left hanging), the process must survive with its memory flat, and a real user must
-//! still log in afterwards.
+//! still log in afterwards. After login, raw SSH messages from a paramiko client
+//! (tests/e2e/hostile_ssh.py) attack the channel layer, with the same expectations.
 
 use std::time::Duration;
 
@@ -109,6 +110,62 @@ async fn hostile_bytes_close_the_connection_and_nothing_else() {
         "--",
         "echo",
         "still here",
+    ];
+    let out = run(gw.ssh_to(port, &alice, "alice", &args), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "still here\n");
+    process.child.start_kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_after_login_are_survived() {
+    // Raw SSH messages (paramiko's message interface) from a logged-in client: data and
+    // requests on channels that do not exist or were never confirmed, window overflow,
+    // absurd channel opens and request sizes, data past the window, and an answer to a
+    // keyboard-interactive question never asked with a count of four billion.
+    let gw = TestGateway::start_with(TEST_POLICY, "").await;
+    let mut process = ServeProcess::start(&gw.dir.path().join("config.yaml"), false).await;
+    gw.trust_port(process.ssh_port);
+    let (port, pid) = (process.ssh_port, process.child.id().unwrap());
+    let alice = gw.alice().await;
+    let before = rss(pid);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/hostile_ssh.py");
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg(script)
+        .args(["127.0.0.1", &port.to_string(), "alice"])
+        .arg(&gw.key)
+        .arg(&alice)
+        .kill_on_drop(true);
+    let out = run(cmd, None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let outcomes: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    eprintln!("hostile messages: {outcomes:?}");
+    assert_eq!(outcomes.len(), 8, "{outcomes:?}");
+    for o in &outcomes {
+        let outcome = o["outcome"].as_str().unwrap();
+        assert!(outcome == "alive" || outcome == "closed", "{o}");
+    }
+
+    assert!(
+        process.child.try_wait().unwrap().is_none(),
+        "the gateway died"
+    );
+    let log = std::fs::read_to_string(&process.stderr_log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    let grown = rss(pid).saturating_sub(before);
+    eprintln!("gateway RSS grew {grown} bytes over the hostile messages");
+    assert!(grown < 32 * 1024 * 1024, "gateway RSS grew {grown} bytes");
+    let args = [
+        "exec",
+        "payments/payments-api-0",
+        "--",
+        "echo",
+        "still",
+        "here",
     ];
     let out = run(gw.ssh_to(port, &alice, "alice", &args), None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
