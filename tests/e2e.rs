@@ -6,6 +6,7 @@ mod e2e {
     pub mod certificate_forge;
     pub mod certificate_matrix;
     pub mod cli;
+    pub mod deploy;
     pub mod dev_command;
     pub mod devcluster_binary;
     pub mod devcluster_kube;

@@ -83,6 +83,41 @@ impl TestCluster {
         }
     }
 
+    /// Start a devcluster with the test fixture and the RBAC objects of `paths` (read as
+    /// they are, like `podgate devcluster --rbac FILE`) instead of the demo RBAC.
+    pub async fn start_with_rbac(paths: &[PathBuf]) -> TestCluster {
+        let rbac_files = paths
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+                (p.display().to_string(), text)
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let audit_log = dir.path().join("audit.jsonl");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let opts = Options {
+            state_dir: dir.path().join("state"),
+            fixture: Fixture::parse("test fixture", TEST_FIXTURE).unwrap(),
+            rbac_files,
+            audit_log: Some(audit_log.clone()),
+            kubeconfig_out: Some(kubeconfig.clone()),
+        };
+        let prepared = devcluster::prepare(opts, addr, shutdown.clone())
+            .unwrap_or_else(|e| panic!("the devcluster refused the RBAC files: {e}"));
+        tokio::spawn(devcluster::serve(listener, prepared));
+        TestCluster {
+            dir,
+            kubeconfig,
+            audit_log,
+            shutdown,
+        }
+    }
+
     /// `kubectl --kubeconfig K` with a discovery cache and HOME of this test's own.
     pub fn kubectl(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("kubectl");
