@@ -32,7 +32,7 @@ pub struct Gateway {
     pub revocations: tokio::sync::watch::Receiver<auth::Revocations>,
     pub metrics: Metrics,
     /// Cancelled when a stopping gateway's drain time is over: every session still running
-    /// ends with `gateway stopped` (message, exit 124, complete recording) before the
+    /// ends with `shutdown` (message, exit 124, complete recording) before the
     /// connections are cut.
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -33,7 +33,7 @@ pub mod end_reason {
     pub const REVOKED: &str = "revoked";
     pub const IDLE: &str = "idle";
     pub const MAX_SESSION: &str = "max session";
-    pub const GATEWAY_STOPPED: &str = "gateway stopped";
+    pub const GATEWAY_STOPPED: &str = "shutdown";
     pub const WRITE_FAILED: &str = "write failed";
     /// Set by `recover` for a session the gateway never ended.
     pub const INCOMPLETE: &str = "incomplete";

@@ -509,7 +509,7 @@ impl russh::server::Handler for Connection {
 /// For revocation, the list is checked again each time it changes (`revocation_watch`
 /// polls it every second), so a revoked certificate's sessions end within about a second.
 /// An unusable list refuses new logins but does not end live sessions. A gateway whose
-/// drain time is over ends them the same way (`gateway stopped`).
+/// drain time is over ends them the same way (`shutdown`).
 struct Watcher {
     gateway: Shared,
     connection: String,

@@ -235,14 +235,14 @@ async fn sigterm_drains_then_ends_a_live_session_cleanly_with_a_complete_recordi
         .filter(|e| e["event"] == "session.ended")
         .collect();
     assert_eq!(ended.len(), 1, "{ended:?}");
-    assert_eq!(ended[0]["end_reason"], "gateway stopped");
+    assert_eq!(ended[0]["end_reason"], "shutdown");
     assert_eq!(ended[0]["exit_status"], 124);
     let cast = casts(&root).pop().expect("a recording");
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(cast.with_extension("json")).unwrap())
             .unwrap();
     assert_eq!(meta["complete"], true, "{meta}");
-    assert_eq!(meta["end_reason"], "gateway stopped");
+    assert_eq!(meta["end_reason"], "shutdown");
     let played = asciinema_cat(&cast).unwrap();
     assert!(played.contains("the gateway is stopping"), "{played:?}");
     let verify = recordings_verify(&root).await;
