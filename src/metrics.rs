@@ -66,6 +66,7 @@ pub struct Metrics {
     sessions_active: Family<ActionLabel, Gauge<i64, AtomicI64>>,
     sessions_ended: Family<EndLabels, Counter>,
     sessions_denied: Family<ActionLabel, Counter>,
+    sessions_failed: Family<ActionLabel, Counter>,
     bytes: Family<DirectionLabel, Counter<u64, AtomicU64>>,
     recording_failures: Counter,
     kube_calls: Family<CallLabels, Histogram, fn() -> Histogram>,
@@ -151,6 +152,7 @@ impl Metrics {
             sessions_active: Family::default(),
             sessions_ended: Family::default(),
             sessions_denied: Family::default(),
+            sessions_failed: Family::default(),
             bytes: Family::default(),
             recording_failures: Counter::default(),
             kube_calls: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -192,6 +194,11 @@ impl Metrics {
             "sessions_denied",
             "Requests refused by scope, policy or limits, by action",
             m.sessions_denied.clone(),
+        );
+        r.register(
+            "sessions_failed",
+            "Requests that failed before their session began (cluster unreachable, API error), by action",
+            m.sessions_failed.clone(),
         );
         r.register(
             "session_bytes",
@@ -244,6 +251,9 @@ impl Metrics {
             }
             "session.denied" => {
                 self.sessions_denied.get_or_create(&action()).inc();
+            }
+            "session.failed" => {
+                self.sessions_failed.get_or_create(&action()).inc();
             }
             "session.ended" => {
                 let labels = EndLabels {

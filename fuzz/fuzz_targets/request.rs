@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
             request::command_line(&argv)
         );
         let line = match &target.container {
-            Some(c) => line.replacen(&format!("/{}", target.pod), &format!("/{}:{c}", target.pod), 1),
+            Some(c) => line.replacen(
+                &format!("/{}", target.pod),
+                &format!("/{}:{c}", target.pod),
+                1,
+            ),
             None => line,
         };
         match request::parse(line.as_bytes()) {
