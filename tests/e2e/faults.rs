@@ -1,7 +1,8 @@
 //! Faults around a live session, against the real `podgate serve` process: the exec
 //! websocket cut mid-session, the cluster gone and back, a 403 followed by stray bytes on
-//! an upgrade, and a recordings disk that fills up (RLIMIT_FSIZE). Each must give the user
-//! a clear end, write an audit event, and leave a recording `asciinema` reads.
+//! an upgrade, the devcluster process killed and restarted, and a recordings disk that
+//! fills up (RLIMIT_FSIZE). Each must give the user a clear end, write an audit event,
+//! and leave a recording `asciinema` reads.
 //! (SIGTERM and SIGKILL of the gateway mid-session: tests/e2e/gateway_process.rs and
 //! tests/e2e/recordings.rs.)
 
@@ -349,4 +350,69 @@ async fn a_recordings_disk_that_fills_up() {
     let out = run(gw.ssh_to(process.ssh_port, &sam, "sam", &small), None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     process.child.start_kill().unwrap();
+}
+
+/// `podgate devcluster` as its own process, on `listen`, keeping its state (CA, tokens) in
+/// `state`, so that a restart on the same address serves the same kubeconfig.
+async fn devcluster_process(
+    listen: &str,
+    state: &Path,
+    kubeconfig: &Path,
+) -> (tokio::process::Child, SocketAddr) {
+    let mut cmd = super::support::podgate(&["devcluster", "--listen", listen]);
+    cmd.arg("--state")
+        .arg(state)
+        .arg("--kubeconfig-out")
+        .arg(kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = first
+        .strip_prefix("podgate devcluster: serving https://")
+        .unwrap_or_else(|| panic!("{first}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devcluster_killed_mid_session_and_restarted() {
+    let gw = TestGateway::start_with(TEST_POLICY, "").await;
+    let state = gw.dir.path().join("devcluster-state");
+    let kubeconfig = gw.dir.path().join("devcluster-kubeconfig.yaml");
+    let (cluster, addr) = devcluster_process("127.0.0.1:0", &state, &kubeconfig).await;
+    let mut process = gateway_via(&gw, &kubeconfig, "").await;
+    let pid = cluster.id().unwrap() as i32;
+
+    let (code, output) = cat_session_through(&gw, process.ssh_port, || {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    })
+    .await;
+    assert_eq!(code, Some(69), "{output}");
+    assert!(output.contains("podgate: error: "), "{output}");
+    drop(cluster);
+
+    // Back on the same address with the same state: the gateway carries on by itself.
+    let (mut cluster, _) = devcluster_process(&addr.to_string(), &state, &kubeconfig).await;
+    let alice = gw.alice().await;
+    let args = ["exec", "payments/payments-api-0", "--", "echo", "back"];
+    let out = run(gw.ssh_to(process.ssh_port, &alice, "alice", &args), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "back\n");
+    let ended = ended(&gw);
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert_eq!(ended[0]["end_reason"], "error", "{ended:?}");
+    assert_eq!(ended[1]["end_reason"], "exited", "{ended:?}");
+    recording_is_readable(&gw).await;
+    process.child.start_kill().unwrap();
+    cluster.start_kill().unwrap();
 }
