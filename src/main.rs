@@ -15,6 +15,18 @@ use podgate::policy::{Ask, Decision, Policy, Severity};
 use podgate::recording::offline;
 use podgate::{cert, config, dev, load, request, server};
 
+/// `println!` for the servers (`serve`, `dev`, `devcluster`): a reader that went away
+/// (`| head -1`, a test that read the address it needed) must not stop a server, so a
+/// failed write is ignored rather than a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 #[path = "main_incident.rs"]
 mod incident_cmd;
 
@@ -87,7 +99,7 @@ async fn serve(path: &Path) -> Result<u8> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!(listen = %bound, cluster = %config.cluster, kube = %loaded.gateway.kube.url(), "podgate serving");
-    println!("podgate: serving on {bound}");
+    say!("podgate: serving on {bound}");
     let shutdown = podgate::shutdown::on_signal();
     if let Some(addr) = config.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(addr)
@@ -95,7 +107,7 @@ async fn serve(path: &Path) -> Result<u8> {
             .with_context(|| format!("listening on {addr} (metrics_listen)"))?;
         let bound = metrics.local_addr().context("reading the bound address")?;
         tracing::info!(metrics = %bound, "serving /metrics, /healthz, /readyz");
-        println!("podgate: metrics on {bound}");
+        say!("podgate: metrics on {bound}");
         let gateway = loaded.gateway.clone();
         tokio::spawn(podgate::metrics::serve::run(
             metrics,
@@ -138,20 +150,20 @@ async fn run_dev(args: DevArgs) -> Result<u8> {
     let config_text = dev::prepare(&paths, gw_addr)?;
     let config = config::Config::parse(&paths.config, &config_text)?;
     let loaded = load::gateway(&config).await?;
-    println!("podgate dev: gateway on {gw_addr}, local cluster on {cluster_url}");
-    println!(
+    say!("podgate dev: gateway on {gw_addr}, local cluster on {cluster_url}");
+    say!(
         "state: {} (certificate valid for 1 hour; run again to renew)",
         paths.dir.display()
     );
-    println!("try:");
+    say!("try:");
     for c in dev::commands(&paths) {
-        println!("  {c}");
+        say!("  {c}");
     }
-    println!(
+    say!(
         "  kubectl --kubeconfig {} get pods -A",
         paths.kubeconfig.display()
     );
-    println!("press Ctrl-C to stop");
+    say!("press Ctrl-C to stop");
     server::run(gw_listener, loaded.gateway, loaded.ssh, shutdown).await;
     let _ = cluster_task.await;
     Ok(0)
@@ -186,10 +198,10 @@ async fn run_devcluster(args: DevclusterArgs) -> Result<u8> {
         kubeconfig_out: args.kubeconfig_out.clone(),
     };
     let prepared = devcluster::prepare(opts, addr, shutdown)?;
-    println!("podgate devcluster: serving {}", prepared.url);
+    say!("podgate devcluster: serving {}", prepared.url);
     if let Some(k) = &args.kubeconfig_out {
-        println!("kubeconfig: {} (contexts: admin, gateway)", k.display());
-        println!("try: kubectl --kubeconfig {} get pods -A", k.display());
+        say!("kubeconfig: {} (contexts: admin, gateway)", k.display());
+        say!("try: kubectl --kubeconfig {} get pods -A", k.display());
     }
     devcluster::serve(listener, prepared).await;
     Ok(0)
