@@ -117,12 +117,9 @@ async fn gateway_via(gw: &TestGateway, kubeconfig: &Path, extra: &str) -> ServeP
     process
 }
 
+/// The audit events of the gateway process (its own recordings directory).
 fn process_events(gw: &TestGateway) -> Vec<Value> {
-    std::fs::read_to_string(gw.dir.path().join("process-recordings/audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    super::gateway_process::events(&gw.dir.path().join("process-recordings"))
 }
 
 /// A live `exec … -- cat` session: started, echoing, then `fault` runs; the session's

@@ -77,7 +77,7 @@ pub(super) fn process_config(gw: &TestGateway, extra: &str) -> PathBuf {
     path
 }
 
-fn events(root: &Path) -> Vec<Value> {
+pub(super) fn events(root: &Path) -> Vec<Value> {
     std::fs::read_to_string(root.join("audit.jsonl"))
         .unwrap_or_default()
         .lines()

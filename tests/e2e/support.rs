@@ -60,27 +60,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// Start a devcluster with the test fixture and the built-in demo RBAC.
     pub async fn start() -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig.yaml");
-        let audit_log = dir.path().join("audit.jsonl");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let opts = Options {
-            state_dir: dir.path().join("state"),
-            fixture: Fixture::parse("test fixture", TEST_FIXTURE).unwrap(),
-            rbac_files: Vec::new(),
-            audit_log: Some(audit_log.clone()),
-            kubeconfig_out: Some(kubeconfig.clone()),
-        };
-        let prepared = devcluster::prepare(opts, addr, shutdown.clone()).unwrap();
-        tokio::spawn(devcluster::serve(listener, prepared));
-        TestCluster {
-            dir,
-            kubeconfig,
-            audit_log,
-            shutdown,
-        }
+        Self::start_serving(Vec::new()).await
     }
 
     /// Start a devcluster with the test fixture and the RBAC objects of `paths` (read as
@@ -94,6 +74,11 @@ impl TestCluster {
                 (p.display().to_string(), text)
             })
             .collect();
+        Self::start_serving(rbac_files).await
+    }
+
+    /// `rbac_files` empty: the built-in demo RBAC.
+    async fn start_serving(rbac_files: Vec<(String, String)>) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
         let audit_log = dir.path().join("audit.jsonl");
@@ -108,7 +93,7 @@ impl TestCluster {
             kubeconfig_out: Some(kubeconfig.clone()),
         };
         let prepared = devcluster::prepare(opts, addr, shutdown.clone())
-            .unwrap_or_else(|e| panic!("the devcluster refused the RBAC files: {e}"));
+            .unwrap_or_else(|e| panic!("the devcluster refused its fixture or RBAC files: {e}"));
         tokio::spawn(devcluster::serve(listener, prepared));
         TestCluster {
             dir,
