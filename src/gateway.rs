@@ -35,6 +35,22 @@ pub struct Gateway {
     /// ends with `shutdown` (message, exit 124, complete recording) before the
     /// connections are cut.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Whether session output reaches the `.cast` transcript. The `podgate` binary always
+    /// records; only the benchmark harness (P5 of docs/BENCHMARKS.md) builds a gateway that
+    /// discards, to measure what recording costs. No configuration key reaches this.
+    pub transcripts: Transcripts,
+}
+
+/// See [`Gateway::transcripts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transcripts {
+    /// Output and input events are written to the session's `.cast` (always, in podgate).
+    #[default]
+    Recorded,
+    /// Metadata, markers and the audit log are written as usual; output and input events
+    /// are counted but not written. For measuring the recorder's cost only.
+    #[doc(hidden)]
+    DiscardedForBenchmarks,
 }
 
 /// Sessions running per identity, bounded.

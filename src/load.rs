@@ -202,6 +202,7 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         revocations,
         metrics: crate::metrics::Metrics::new(),
         stopping: tokio_util::sync::CancellationToken::new(),
+        transcripts: crate::gateway::Transcripts::Recorded,
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),

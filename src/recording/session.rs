@@ -47,6 +47,9 @@ struct Inner {
     cap: Option<u64>,
     capped: bool,
     failed: Option<String>,
+    /// Output and input events are counted, not written (benchmarks only; see
+    /// `gateway::Transcripts`).
+    discard: bool,
 }
 
 /// A session's recorder; clones share it.
@@ -114,8 +117,17 @@ impl Recorder {
                 cap,
                 capped: false,
                 failed: None,
+                discard: false,
             })),
         })
+    }
+
+    /// As [`Recorder::start`], for a gateway built with
+    /// `Transcripts::DiscardedForBenchmarks`: output and input are counted, not written.
+    #[doc(hidden)]
+    pub fn discarding(self) -> Recorder {
+        self.lock().discard = true;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -150,7 +162,7 @@ impl Recorder {
             Stream::Stdout => inner.meta.bytes.stdout += n,
             Stream::Stderr => inner.meta.bytes.stderr += n,
         }
-        if inner.capped {
+        if inner.capped || inner.discard {
             return match &inner.failed {
                 Some(why) => Err(RecordError::Failed(why.clone())),
                 None => Ok(()),
@@ -174,7 +186,7 @@ impl Recorder {
     pub fn input(&self, bytes: &[u8]) -> Result<(), RecordError> {
         let mut inner = self.lock();
         inner.meta.bytes.stdin += bytes.len() as u64;
-        if !inner.meta.record_input || inner.capped {
+        if !inner.meta.record_input || inner.capped || inner.discard {
             return Ok(());
         }
         Self::with(&mut inner, |c| c.input(bytes))

@@ -106,7 +106,8 @@ pub async fn begin(ctx: &Ctx, io: &mut ChannelIo, s: &Started<'_>) -> Result<Run
         &header,
         s.cap,
     ) {
-        Ok(r) => r,
+        Ok(r) if ctx.gateway.transcripts == crate::gateway::Transcripts::Recorded => r,
+        Ok(r) => r.discarding(),
         Err(e) => {
             let reason = format!("the session cannot be recorded ({e}); refusing");
             ctx.audit(
