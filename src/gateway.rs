@@ -49,7 +49,6 @@ pub enum Transcripts {
     Recorded,
     /// Metadata, markers and the audit log are written as usual; output and input events
     /// are counted but not written. For measuring the recorder's cost only.
-    #[doc(hidden)]
     DiscardedForBenchmarks,
 }
 

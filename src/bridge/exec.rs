@@ -21,9 +21,9 @@ use crate::recording::session::Recorder;
 use crate::ssh::io::{ChannelIo, Input};
 
 /// Pipe sizes inside kube-rs (its default of 1 KiB costs throughput).
-const PIPE: usize = 64 * 1024;
+const PIPE: usize = 256 * 1024;
 /// Read size for pod output.
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]

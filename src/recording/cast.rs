@@ -13,28 +13,38 @@
 //!   faithful transcript, so it is hostile data to whoever replays it.
 //! - Event times are seconds since `create` on the monotonic clock (never go back, immune to
 //!   wall-clock steps), rounded to the microsecond.
-//! - Each line is serialized first and handed to the `BufWriter` in one `write_all`, which
-//!   either buffers it whole or flushes whole buffered lines and then writes it: the file
-//!   only grows by whole lines as far as this process is concerned.
+//! - Events are built in place in one buffer of whole lines (the output bytes escaped
+//!   straight into it, `json_text`), which goes to the file in one `write_all` when it holds
+//!   `WRITE_AT` bytes or on a flush: the file only grows by whole lines as far as this
+//!   process is concerned, and output is copied once on its way to the file.
 //! - `finish` returns the SHA-256 and size of exactly the bytes written (hashed as they are
 //!   written, never re-read).
 //!
 //! Not guaranteed:
 //! - Durability before `finish`: `flush`/`flush_if_due` move data to the kernel (it survives
-//!   the process being killed) but do not fsync (a power loss can lose or tear the tail).
+//!   the process being killed) but do not fsync (a power loss can lose or tear the tail;
+//!   bulk output is synced every few MiB behind the session, see `cast_sink`). Bulk output
+//!   is written by a writer thread (`cast_sink`), at most a few buffers behind.
 //!   A torn last line (power loss, disk full mid-write) is trimmed by `recover`.
 //! - After an I/O error the writer is poisoned: what reached the file is unknown, so every
 //!   later call fails with `CastError::Failed` and the session should end ("write failed").
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::cast_sink::Sink;
+
+use super::json_text::{Utf8Decoder, escape_into};
+
+/// Buffered lines are written out once they reach this many bytes (or on a flush).
+const WRITE_AT: usize = 64 * 1024;
 
 /// What the header says about the session.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,72 +98,17 @@ pub struct CastSummary {
     pub size: u64,
 }
 
-/// Incremental UTF-8 decoding: keeps the (at most 3) bytes of a character that is not
-/// complete yet until the next chunk.
-#[derive(Default)]
-struct Utf8Decoder {
-    pending: Vec<u8>,
-}
-
-impl Utf8Decoder {
-    fn feed(&mut self, bytes: &[u8]) -> String {
-        if self.pending.is_empty() {
-            return self.decode(bytes);
-        }
-        let mut joined = std::mem::take(&mut self.pending);
-        joined.extend_from_slice(bytes);
-        self.decode(&joined)
-    }
-
-    fn decode(&mut self, mut bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len());
-        loop {
-            match std::str::from_utf8(bytes) {
-                Ok(s) => {
-                    out.push_str(s);
-                    return out;
-                }
-                Err(e) => {
-                    let (valid, rest) = bytes.split_at(e.valid_up_to());
-                    // `valid` is UTF-8 by the error's own account.
-                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            bytes = rest.get(n..).unwrap_or_default();
-                        }
-                        None => {
-                            // The start of a character that the next chunk may complete.
-                            self.pending = rest.to_vec();
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The end of the stream: a character left incomplete can never be completed.
-    fn drain(&mut self) -> Option<char> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        self.pending.clear();
-        Some(char::REPLACEMENT_CHARACTER)
-    }
-}
-
 /// Writes one session's `.cast` file as the session runs.
 pub struct CastWriter {
     path: PathBuf,
-    file: BufWriter<File>,
+    sink: Sink,
+    /// Whole lines not yet handed to the file.
+    buf: Vec<u8>,
     start: Instant,
     last_flush: Instant,
     out: Utf8Decoder,
     inp: Utf8Decoder,
-    hasher: Sha256,
     written: u64,
-    line: Vec<u8>,
     failed: bool,
 }
 
@@ -173,14 +128,13 @@ impl CastWriter {
         let now = Instant::now();
         let mut w = CastWriter {
             path: path.to_owned(),
-            file: BufWriter::with_capacity(64 * 1024, file),
+            sink: Sink::new(file),
+            buf: Vec::new(),
             start: now,
             last_flush: now,
             out: Utf8Decoder::default(),
             inp: Utf8Decoder::default(),
-            hasher: Sha256::new(),
             written: 0,
-            line: Vec::with_capacity(4096),
             failed: false,
         };
         let v2 = V2Header {
@@ -192,13 +146,12 @@ impl CastWriter {
             title: header.title.as_deref(),
             env: &header.env,
         };
-        w.line.clear();
-        serde_json::to_writer(&mut w.line, &v2).map_err(|source| CastError::Json {
+        serde_json::to_writer(&mut w.buf, &v2).map_err(|source| CastError::Json {
             path: path.to_owned(),
             source,
         })?;
-        w.line.push(b'\n');
-        w.write_line()?;
+        w.buf.push(b'\n');
+        w.written = w.buf.len() as u64;
         w.flush()?;
         Ok(w)
     }
@@ -206,16 +159,18 @@ impl CastWriter {
     /// Terminal output (or stdout/stderr of a non-tty session) as an `"o"` event.
     pub fn output(&mut self, bytes: &[u8]) -> Result<(), CastError> {
         self.check()?;
-        let text = self.out.feed(bytes);
-        self.event("o", &text)
+        let start = self.begin_event("o")?;
+        let wrote = self.out.feed_escaped(bytes, &mut self.buf);
+        self.end_event(start, wrote)
     }
 
     /// Keystrokes as an `"i"` event, with a decoder of their own. Call it only when the
     /// rule records input.
     pub fn input(&mut self, bytes: &[u8]) -> Result<(), CastError> {
         self.check()?;
-        let text = self.inp.feed(bytes);
-        self.event("i", &text)
+        let start = self.begin_event("i")?;
+        let wrote = self.inp.feed_escaped(bytes, &mut self.buf);
+        self.end_event(start, wrote)
     }
 
     /// A window change as an `"r"` event.
@@ -232,7 +187,8 @@ impl CastWriter {
     /// loss (no fsync; `finish` does that once).
     pub fn flush(&mut self) -> Result<(), CastError> {
         self.check()?;
-        let result = self.file.flush();
+        self.write_out(false)?;
+        let result = self.sink.flush();
         self.io(result)?;
         self.last_flush = Instant::now();
         Ok(())
@@ -258,9 +214,8 @@ impl CastWriter {
             self.event("i", &c.to_string())?;
         }
         self.flush()?;
-        let result = self.file.get_ref().sync_all();
-        self.io(result)?;
-        let digest = std::mem::take(&mut self.hasher).finalize();
+        let result = self.sink.finish();
+        let digest = self.io(result)?;
         Ok(CastSummary {
             sha256: hex(&digest),
             size: self.written,
@@ -278,30 +233,50 @@ impl CastWriter {
 
     fn event(&mut self, code: &str, data: &str) -> Result<(), CastError> {
         self.check()?;
-        if data.is_empty() {
-            // Nothing decodable yet (half a character): no line rather than an empty event.
-            return Ok(());
-        }
-        let time = seconds(self.start.elapsed());
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &(time, code, data)).map_err(|source| {
-            CastError::Json {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
-        self.line.push(b'\n');
-        self.write_line()
+        let start = self.begin_event(code)?;
+        escape_into(&mut self.buf, data);
+        let wrote = !data.is_empty();
+        self.end_event(start, wrote)
     }
 
-    /// One `write_all` per line, so that the `BufWriter` never splits a line between two of
-    /// its own flushes (it flushes whole buffered lines first, then buffers or writes this one).
-    fn write_line(&mut self) -> Result<(), CastError> {
-        let result = self.file.write_all(&self.line);
-        self.io(result)?;
-        self.hasher.update(&self.line);
-        self.written += self.line.len() as u64;
+    /// Start a line `[TIME,"CODE","` in the buffer; returns where it starts.
+    fn begin_event(&mut self, code: &str) -> Result<usize, CastError> {
+        let start = self.buf.len();
+        let time = seconds(self.start.elapsed());
+        self.buf.push(b'[');
+        serde_json::to_writer(&mut self.buf, &time).map_err(|source| CastError::Json {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.buf.extend_from_slice(b",\"");
+        escape_into(&mut self.buf, code);
+        self.buf.extend_from_slice(b"\",\"");
+        Ok(start)
+    }
+
+    /// Close the line begun at `start`, or take it back when no data was written (half a
+    /// character so far: no line rather than an empty event). Writes the buffer out once
+    /// it is large enough.
+    fn end_event(&mut self, start: usize, wrote: bool) -> Result<(), CastError> {
+        if !wrote {
+            self.buf.truncate(start);
+            return Ok(());
+        }
+        self.buf.extend_from_slice(b"\"]\n");
+        self.written += (self.buf.len() - start) as u64;
+        if self.buf.len() >= WRITE_AT {
+            self.write_out(true)?;
+        }
         Ok(())
+    }
+
+    /// Hand the buffered lines to the sink (in one piece). `bulk`: the buffer filled up.
+    fn write_out(&mut self, bulk: bool) -> Result<(), CastError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.sink.write(&mut self.buf, bulk);
+        self.io(result)
     }
 
     fn check(&self) -> Result<(), CastError> {
@@ -313,7 +288,7 @@ impl CastWriter {
         Ok(())
     }
 
-    fn io(&mut self, result: std::io::Result<()>) -> Result<(), CastError> {
+    fn io<T>(&mut self, result: std::io::Result<T>) -> Result<T, CastError> {
         result.map_err(|source| {
             self.failed = true;
             CastError::Io {
@@ -321,6 +296,16 @@ impl CastWriter {
                 source,
             }
         })
+    }
+}
+
+impl Drop for CastWriter {
+    /// A writer dropped without `finish` (a session task that panicked or was aborted)
+    /// still hands its buffered lines to the file, so `recover` finds them.
+    fn drop(&mut self) {
+        if !self.failed && !self.buf.is_empty() {
+            let _ = self.sink.write(&mut self.buf, false);
+        }
     }
 }
 

@@ -219,7 +219,7 @@ fn flushing_makes_events_visible_and_follows_its_period() {
     w.output(big.as_bytes()).unwrap();
     w.flush().unwrap();
     assert_eq!(stream(&lines(&path), "o").len(), 6 + big.len());
-    // Dropping without finish still hands buffered lines to the file (BufWriter's drop).
+    // Dropping without finish still hands buffered lines to the file (the writer.s drop).
     w.output(b"three").unwrap();
     drop(w);
     assert!(stream(&lines(&path), "o").ends_with("three"));

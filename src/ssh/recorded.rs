@@ -180,7 +180,19 @@ pub async fn end(
         (None, Some(e)) => (EXIT_ENDED, e.reason),
         (None, None) => (status, reason),
     };
-    let summary = recorder.finish(reason, Some(status));
+    // `finish` fsyncs the transcript: off the async workers.
+    let closing = recorder.clone();
+    let reason_owned = reason.to_owned();
+    let summary = match tokio::task::spawn_blocking(move || {
+        closing.finish(&reason_owned, Some(status))
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(e) => Err(crate::recording::session::RecordError::Failed(format!(
+            "closing the recording failed: {e}"
+        ))),
+    };
     let mut fields = recorder.ended_fields();
     fields["session"] = json!(session);
     fields["end_reason"] = json!(reason);

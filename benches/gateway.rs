@@ -1,0 +1,3 @@
+//! The side-by-side benchmark harness (placeholder until it lands).
+
+fn main() {}
