@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every check podgate has: formatting, lints, unit tests and the end-to-end suite
-# (real kubectl, ssh, ssh-keygen, tmux, script, asciinema). Installs what is missing first, and only
+# (real kubectl, ssh, ssh-keygen, tmux, script, asciinema) and the benchmark harness's smoke
+# run (OpenSSH sshd as its baseline). Installs what is missing first, and only
 # that, so running it again is cheap. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ declare -A apt_for=(
   [tmux]=tmux
   [script]=bsdutils
   [asciinema]=asciinema
+  # The OpenSSH baseline of the benchmark harness (benches/gateway.rs; its smoke run is
+  # part of `cargo test --all-targets`).
+  [/usr/sbin/sshd]=openssh-server
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do

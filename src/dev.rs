@@ -175,7 +175,10 @@ pub fn prepare(paths: &Paths, gateway: SocketAddr) -> Result<String, DevError> {
     )?;
     let ssh_config = format!(
         "# Written by `podgate dev`. Use: ssh -F {cfg} dev help\n\
-         Host dev\n  HostName {ip}\n  Port {port}\n  User {user}\n  IdentityFile {key}\n  CertificateFile {cert}\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n",
+         Host dev\n  HostName {ip}\n  Port {port}\n  User {user}\n  IdentityFile {key}\n  CertificateFile {cert}\n  IdentitiesOnly yes\n  IdentityAgent none\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  LogLevel ERROR\n  \
+         # AES-GCM first: with AES instructions it costs both ends far less CPU per byte than\n  \
+         # OpenSSH's default chacha20-poly1305 (docs/BENCHMARKS.md, P1/P2).\n  \
+         Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com\n",
         cfg = paths.ssh_config.display(),
         ip = gateway.ip(),
         port = gateway.port(),

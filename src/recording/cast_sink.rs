@@ -11,8 +11,8 @@
 //!   inline: memory stays bounded and nothing is dropped.
 //! - `flush` returns once everything handed over before it is in the file (in the kernel):
 //!   what survives the process being killed is the same as with inline writes.
-//! - Every `SYNC_EVERY` bytes an `fdatasync` runs (on the writer thread, or on a short-lived
-//!   thread while inline), so the final `fsync`, which the user's exit status waits for, has
+//! - Every `SYNC_EVERY` bytes an `fdatasync` starts on a short-lived thread of its own (one
+//!   at a time), so the final `fsync`, which the user's exit status waits for, has
 //!   little left to do.
 //! - The first I/O error poisons the sink: it is reported by the next call (a write already
 //!   queued may be what failed, so a session can show up to `QUEUED` buffers more than was
@@ -27,8 +27,10 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
-/// Buffers that may wait for the writer thread.
-const QUEUED: usize = 4;
+/// Buffers that may wait for the writer thread (about 1 MiB): enough to ride out a slow
+/// write without stalling the session, little enough to bound what a full disk lets
+/// through unrecorded.
+const QUEUED: usize = 16;
 /// Bytes written between two `fdatasync`s.
 const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 /// An inline buffer grown past this by one huge event is given back after it is written.
@@ -47,18 +49,15 @@ struct FileState {
 }
 
 impl FileState {
-    fn write(&mut self, buf: &[u8], threaded: bool) -> std::io::Result<()> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         self.file.write_all(buf)?;
         self.hasher.update(buf);
         self.unsynced += buf.len() as u64;
         if self.unsynced >= SYNC_EVERY {
+            // Not here, even on the writer thread: a sync waits for the disk, and a writer
+            // waiting for the disk would fill the queue and stall the session.
             self.unsynced = 0;
-            if threaded {
-                // Already off the session's path: sync here.
-                self.file.sync_data()?;
-            } else {
-                self.sync_behind();
-            }
+            self.sync_behind();
         }
         Ok(())
     }
@@ -153,7 +152,7 @@ impl Sink {
         }
         match &mut self.mode {
             Mode::Inline(state) => {
-                let result = state.write(buf, false);
+                let result = state.write(buf);
                 buf.clear();
                 if buf.capacity() > KEEP_AT_MOST {
                     *buf = Vec::new();
@@ -240,7 +239,7 @@ fn write_loop(
                 if failed {
                     continue;
                 }
-                if let Err(e) = state.write(&buf, true) {
+                if let Err(e) = state.write(&buf) {
                     failed = true;
                     *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                 }
