@@ -138,7 +138,15 @@ async fn run(opts: &Options, argv: &[String], nofile: u64) -> Result<()> {
     });
     std::fs::write(&file, report.markdown())
         .with_context(|| format!("writing {}", file.display()))?;
-    eprintln!("bench gateway: report written to {}", file.display());
+    // Every sample, for looking at distributions the medians hide.
+    let raw = file.with_extension("json");
+    let json = serde_json::to_string_pretty(&results.raw()).context("encoding the samples")?;
+    std::fs::write(&raw, json).with_context(|| format!("writing {}", raw.display()))?;
+    eprintln!(
+        "bench gateway: report written to {} (samples in {})",
+        file.display(),
+        raw.display()
+    );
     Ok(())
 }
 
@@ -166,6 +174,27 @@ async fn measure(rig: &mut Rig, opts: &Options, nofile: u64) -> Result<Results> 
         results.startup = Some(startup::measure(rig, opts).await?);
     }
     Ok(results)
+}
+
+/// The cargo command that ran this, and the binary with its exact arguments.
+fn command_line(opts: &Options, argv: &[String]) -> String {
+    let args: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
+    let cargo = if opts.bench {
+        "cargo bench --bench gateway"
+    } else {
+        "cargo test --bench gateway"
+    };
+    let cargo = if args.is_empty() {
+        cargo.to_owned()
+    } else {
+        format!("{cargo} -- {}", args.join(" "))
+    };
+    format!("{cargo} (ran: {})", argv.join(" "))
 }
 
 fn loadavg() -> String {
@@ -244,7 +273,7 @@ async fn header(
             "versions".into(),
             format!("{podgate}; {ssh}; {kubectl}; {rustc}"),
         ),
-        ("command".into(), argv.join(" ")),
+        ("command".into(), command_line(opts, argv)),
         ("mode".into(), mode.into()),
         ("build".into(), profile.into()),
         (

@@ -42,6 +42,44 @@ fn check(value: f64, ok: impl Fn(f64) -> bool) -> String {
 }
 
 impl Results {
+    /// Every sample as JSON (seconds and CPU seconds per transfer, milliseconds for P3
+    /// and P7).
+    pub fn raw(&self) -> serde_json::Value {
+        use serde_json::json;
+        let transfers: serde_json::Map<String, serde_json::Value> = self
+            .transfers
+            .iter()
+            .map(|(route, samples)| {
+                let v: Vec<serde_json::Value> = samples
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "secs": s.secs,
+                            "cpu": {
+                                "gateway": s.cpu.gateway,
+                                "devcluster": s.cpu.devcluster,
+                                "pod": s.cpu.pod,
+                                "clients": s.cpu.clients,
+                                "harness": s.cpu.harness,
+                            },
+                            "eof_lag": s.eof_lag,
+                            "cast_per_byte": s.cast_per_byte,
+                        })
+                    })
+                    .collect();
+                (route.label(), json!(v))
+            })
+            .collect();
+        json!({
+            "transfers": transfers,
+            "latency_ms": self.latency.as_ref().map(|l| json!({
+                "gateway": l.gateway_ms,
+                "sshd": l.sshd_ms,
+            })),
+            "startup_ms": self.startup.as_ref().map(|s| json!(s.runs_ms)),
+        })
+    }
+
     fn mib_s(&self, route: Route, size: u64) -> f64 {
         self.transfers.get(&route).map_or(f64::NAN, |s| {
             median(
