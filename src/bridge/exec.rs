@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::SinkExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
@@ -124,8 +125,10 @@ pub async fn run(
         stop_pump.clone(),
     ));
 
-    let mut out_buf = vec![0u8; CHUNK];
-    let mut err_buf = vec![0u8; CHUNK];
+    // Read into spare capacity (never zeroed, so an idle session's buffers cost only the
+    // pages its output touched) and hand the bytes on without copying them.
+    let mut out_buf = BytesMut::new();
+    let mut err_buf = BytesMut::new();
     let mut outcome = None;
     let lifetime = io.lifetime.clone();
     let mut status = status.map(Box::pin);
@@ -139,7 +142,7 @@ pub async fn run(
             }
             n = read_opt(&mut stdout, &mut out_buf) => match n {
                 Some(n) if n > 0 => {
-                    if io.out(out_buf.get(..n).unwrap_or_default().to_vec()).await.is_err() {
+                    if io.out(out_buf.split().freeze()).await.is_err() {
                         outcome = Some(Outcome::ClientGone);
                         break;
                     }
@@ -148,7 +151,7 @@ pub async fn run(
             },
             n = read_opt(&mut stderr, &mut err_buf) => match n {
                 Some(n) if n > 0 => {
-                    if io.err(err_buf.get(..n).unwrap_or_default().to_vec()).await.is_err() {
+                    if io.err(err_buf.split().freeze()).await.is_err() {
                         outcome = Some(Outcome::ClientGone);
                         break;
                     }
@@ -228,7 +231,7 @@ pub async fn run(
 /// Pass on what `r` holds now, without waiting for more (stderr if `err`).
 async fn drain<R: tokio::io::AsyncRead + Unpin>(
     r: &mut Option<R>,
-    buf: &mut [u8],
+    buf: &mut BytesMut,
     io: &mut ChannelIo,
     err: bool,
 ) -> Result<(), ()> {
@@ -236,14 +239,17 @@ async fn drain<R: tokio::io::AsyncRead + Unpin>(
     let Some(reader) = r.as_mut() else {
         return Ok(());
     };
-    while let Some(Ok(n)) = reader.read(buf).now_or_never() {
-        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
-            break;
-        };
+    loop {
+        buf.reserve(CHUNK);
+        match reader.read_buf(buf).now_or_never() {
+            Some(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+        let chunk = buf.split().freeze();
         let sent = if err {
-            io.err(chunk.to_vec()).await
+            io.err(chunk).await
         } else {
-            io.out(chunk.to_vec()).await
+            io.out(chunk).await
         };
         sent.map_err(|_| ())?;
     }
@@ -251,12 +257,17 @@ async fn drain<R: tokio::io::AsyncRead + Unpin>(
     Ok(())
 }
 
+/// Read what `r` has into `buf`'s spare capacity (at least `CHUNK` of it); pending forever
+/// when the stream is gone.
 async fn read_opt<R: tokio::io::AsyncRead + Unpin>(
     r: &mut Option<R>,
-    buf: &mut [u8],
+    buf: &mut BytesMut,
 ) -> Option<usize> {
     match r {
-        Some(r) => r.read(buf).await.ok(),
+        Some(r) => {
+            buf.reserve(CHUNK);
+            r.read_buf(buf).await.ok()
+        }
         None => std::future::pending().await,
     }
 }

@@ -174,6 +174,10 @@ where
                 let mut config = WebSocketConfig::default();
                 config.max_message_size = Some(MAX_WS_MESSAGE);
                 config.max_frame_size = Some(MAX_WS_MESSAGE);
+                // tungstenite zero-fills its whole read buffer (128 KiB by default) before
+                // each read: 16 KiB keeps an idle stream cheap and a busy one fast (client
+                // frames here are stdin and resizes, small).
+                config.read_buffer_size = 16 * 1024;
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(config))
                         .await;

@@ -93,6 +93,9 @@ enum Job {
 
 struct Threaded {
     jobs: SyncSender<Job>,
+    /// Written buffers coming back for reuse: a bulk session then allocates (and faults in)
+    /// no new buffer memory after its first few.
+    recycled: Receiver<Vec<u8>>,
     thread: JoinHandle<FileState>,
     /// The writer thread's first error.
     error: Arc<Mutex<Option<std::io::Error>>>,
@@ -163,7 +166,11 @@ impl Sink {
                 if let Some(e) = Self::thread_error(t) {
                     return Err(e);
                 }
-                let full = std::mem::replace(buf, Vec::with_capacity(NEXT_BUFFER));
+                let next = t
+                    .recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(NEXT_BUFFER));
+                let full = std::mem::replace(buf, next);
                 t.jobs.send(Job::Write(full)).map_err(|_| gone())
             }
             Mode::Gone => Err(gone()),
@@ -210,16 +217,18 @@ impl Sink {
             return Ok(());
         };
         let (jobs, queue) = sync_channel(QUEUED);
+        let (give_back, recycled) = sync_channel(QUEUED + 2);
         let error = Arc::new(Mutex::new(None));
         let seen = error.clone();
         let spawned = std::thread::Builder::new()
             .name("cast-writer".into())
-            .spawn(move || write_loop(state, queue, seen));
+            .spawn(move || write_loop(state, queue, give_back, seen));
         // If the thread cannot start, the file state went with it: the sink stays `Gone`
         // and the recording fails (closed), which ends the session.
         let thread = spawned?;
         self.mode = Mode::Threaded(Threaded {
             jobs,
+            recycled,
             thread,
             error,
         });
@@ -230,18 +239,21 @@ impl Sink {
 fn write_loop(
     mut state: FileState,
     queue: Receiver<Job>,
+    give_back: SyncSender<Vec<u8>>,
     error: Arc<Mutex<Option<std::io::Error>>>,
 ) -> FileState {
     let mut failed = false;
     while let Ok(job) = queue.recv() {
         match job {
-            Job::Write(buf) => {
-                if failed {
-                    continue;
-                }
-                if let Err(e) = state.write(&buf) {
+            Job::Write(mut buf) => {
+                if !failed && let Err(e) = state.write(&buf) {
                     failed = true;
                     *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+                buf.clear();
+                if buf.capacity() <= KEEP_AT_MOST {
+                    // Full (the session has enough spares) or gone: dropped here.
+                    let _ = give_back.try_send(buf);
                 }
             }
             Job::Flush(done) => {
