@@ -18,7 +18,18 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 pub struct Killable {
     inner: TcpStream,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Reads after which a pending ACK is sent at once (see `poll_read`).
+    quick_acks: u8,
 }
+
+/// The first reads of a connection (version, key exchange, authentication) are
+/// acknowledged at once. OpenSSH's client leaves Nagle's algorithm on for a command
+/// without a terminal, so its KEX_ECDH_INIT, written right after its KEXINIT, waits for
+/// our ACK of the KEXINIT; having already sent our own KEXINIT we have nothing to
+/// piggyback it on, and Linux delays a lone ACK by up to 40 ms. That made two logins in
+/// three 40 ms slower (docs/BENCHMARKS.md, P3). `TCP_QUICKACK` is not sticky, so it is set
+/// again after each of these reads; later reads (bulk data) keep delayed ACKs.
+const QUICK_ACK_READS: u8 = 16;
 
 impl Killable {
     /// `inner`, cut when `kill` is cancelled.
@@ -26,6 +37,7 @@ impl Killable {
         Killable {
             inner,
             killed: Box::pin(kill.cancelled_owned()),
+            quick_acks: QUICK_ACK_READS,
         }
     }
 
@@ -53,7 +65,14 @@ impl AsyncRead for Killable {
         if let Err(e) = this.check(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.quick_acks > 0 && matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before
+        {
+            this.quick_acks -= 1;
+            let _ = socket2::SockRef::from(&this.inner).set_tcp_quickack(true);
+        }
+        read
     }
 }
 
