@@ -1,27 +1,27 @@
-//! `pods/exec` between an SSH channel and kube-rs: argv (never a shell unless the policy
+//! `pods/exec` between an SSH channel and the pod (`attach`, over the session's kube-rs
+//! client): argv (never a shell unless the policy
 //! granted `shell`), stdin streamed with its EOF passed on, stdout and stderr kept apart
 //! (merged by the PTY when there is one), window changes forwarded, exit status back.
 //!
-//! The stdin pump runs in its own task: kube-rs copies stdout and reads stdin in one loop,
+//! The stdin pump runs in its own task: `attach` copies stdout and reads stdin in one loop,
 //! so a session that waited on stdin while the pod's output waited on us would deadlock.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::SinkExt;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{Api, AttachParams, TerminalSize};
+use kube::api::{AttachParams, TerminalSize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::BridgeError;
+use super::{BridgeError, attach};
 use crate::metrics::Metrics;
 use crate::recording::session::Recorder;
 use crate::ssh::io::{ChannelIo, Input};
 
-/// Pipe sizes inside kube-rs (its default of 1 KiB costs throughput).
+/// Pipe sizes between `attach`'s websocket loop and this bridge.
 const PIPE: usize = 256 * 1024;
 /// Read size for pod output.
 const CHUNK: usize = 64 * 1024;
@@ -82,7 +82,6 @@ pub async fn run(
     io: &mut ChannelIo,
     metrics: &Metrics,
 ) -> Result<Outcome, BridgeError> {
-    let pods: Api<Pod> = Api::namespaced(client, &spec.namespace);
     let mut ap = AttachParams::default()
         .container(spec.container.clone())
         .stdin(true)
@@ -93,9 +92,11 @@ pub async fn run(
     ap.max_stdout_buf_size = Some(PIPE);
     ap.max_stderr_buf_size = Some(PIPE);
     let mut process = metrics
-        .timed("exec", pods.exec(&spec.pod, spec.argv.clone(), &ap))
-        .await
-        .map_err(BridgeError::from_kube)?;
+        .timed(
+            "exec",
+            attach::exec(&client, &spec.namespace, &spec.pod, spec.argv.clone(), &ap),
+        )
+        .await?;
     let mut stdout = process.stdout();
     let mut stderr = process.stderr();
     let status = process.take_status();
@@ -167,10 +168,10 @@ pub async fn run(
                 let lost = st.is_none();
                 got_status = Some(st);
                 if lost {
-                    // The stream ended without a status (connection lost). On that path
-                    // kube-rs returns without closing the output pipes (remote_command.rs,
-                    // start_message_loop's error returns), so EOF would never come: pass on
-                    // what is buffered and stop.
+                    // The stream ended without a status (connection lost): pass on what
+                    // is buffered and stop, without waiting for an EOF (kube-rs's own loop
+                    // never sent one on this path; `attach` does, but the bridge does not
+                    // depend on it).
                     if drain(&mut stdout, &mut out_buf, io, false).await.is_err()
                         || drain(&mut stderr, &mut err_buf, io, true).await.is_err()
                     {
@@ -224,7 +225,7 @@ pub async fn run(
     io.input = input;
     io.eof = eof;
     io.closed = io.closed || gone;
-    let _ = process.join().await;
+    process.join().await;
     result
 }
 

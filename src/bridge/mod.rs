@@ -10,6 +10,7 @@
 //! refuses the impersonation the request fails; nothing falls back to the gateway's own
 //! identity.
 
+mod attach;
 pub mod exec;
 pub mod logs;
 pub mod pods;
