@@ -21,9 +21,6 @@
 mod args;
 #[path = "gateway/child.rs"]
 mod child;
-// Written in parallel to a fixed interface; until it is complete some of its items are
-// unused here, which must not fail the build.
-#[allow(dead_code)]
 #[path = "gateway/crowd.rs"]
 mod crowd;
 #[path = "gateway/forward.rs"]

@@ -15,7 +15,8 @@
 //! send stdin's EOF). One difference: the output pipes are shut down whenever the loop
 //! ends, also on a websocket error (kube-rs leaves them open, see `exec.rs`).
 //!
-//! Guarantees: the pipes and queues are bounded (the sizes in `AttachParams`, 10 resizes);
+//! Guarantees: the pipes and queues are bounded (the sizes in `AttachParams`, 10 resizes),
+//! and so is what one message from the API server may make us buffer (`MAX_MESSAGE`);
 //! dropping `Attached` or calling `abort` stops the loop and closes the websocket.
 
 use std::time::Duration;
@@ -45,6 +46,10 @@ const V4: &str = "v4.channel.k8s.io";
 
 /// tungstenite's read buffer (see the module comment).
 const READ_BUFFER: usize = 16 * 1024;
+/// The largest message and frame taken from the API server: output arrives in chunks of
+/// tens of KiB, a status is small; tungstenite's defaults (64 and 16 MiB) would let one
+/// session's peer make the gateway buffer that much.
+const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// kube-rs's default pipe size, for parameters that give none.
 const DEFAULT_PIPE: usize = 1024;
 /// An idle exec is kept alive with a ping this often (as kube-rs does).
@@ -149,6 +154,8 @@ pub async fn exec(
         .map_err(|e| BridgeError::Stream(format!("websocket upgrade failed: {e}")))?;
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = READ_BUFFER;
+    config.max_message_size = Some(MAX_MESSAGE);
+    config.max_frame_size = Some(MAX_MESSAGE);
     let stream = WebSocketStream::from_raw_socket(
         hyper_util::rt::TokioIo::new(upgraded),
         Role::Client,
