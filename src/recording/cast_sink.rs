@@ -44,7 +44,7 @@ struct FileState {
     file: File,
     hasher: Sha256,
     unsynced: u64,
-    /// A write-behind sync is running on its own thread (inline mode only).
+    /// Set while a write-behind sync runs on its own thread.
     syncing: Arc<AtomicBool>,
 }
 
