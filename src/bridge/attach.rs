@@ -140,7 +140,7 @@ pub async fn exec(
         HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io"),
     );
     let key_value = HeaderValue::from_str(&key)
-        .map_err(|e| BridgeError::Stream(format!("websocket key: {e}")))?;
+        .map_err(|e| BridgeError::request_failed(format!("websocket key: {e}")))?;
     headers.insert(header::SEC_WEBSOCKET_KEY, key_value);
     let req = req.map(kube::client::Body::from);
     let res = client.send(req).await.map_err(BridgeError::from_kube)?;
@@ -151,7 +151,7 @@ pub async fn exec(
     let v5 = verify_upgrade(&res, &key)?;
     let upgraded = hyper::upgrade::on(res)
         .await
-        .map_err(|e| BridgeError::Stream(format!("websocket upgrade failed: {e}")))?;
+        .map_err(|e| BridgeError::request_failed(format!("websocket upgrade failed: {e}")))?;
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = READ_BUFFER;
     config.max_message_size = Some(MAX_MESSAGE);
@@ -228,8 +228,8 @@ async fn api_error(code: http::StatusCode, body: kube::client::Body) -> BridgeEr
 /// subprotocol we offered. Returns whether it is v5 (which can signal stdin's EOF).
 fn verify_upgrade<B>(res: &http::Response<B>, key: &str) -> Result<bool, BridgeError> {
     let fail = |what: &str| {
-        Err(BridgeError::Stream(format!(
-            "cluster unreachable or request failed: the exec upgrade failed ({what})"
+        Err(BridgeError::request_failed(format!(
+            "the exec upgrade failed ({what})"
         )))
     };
     if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {

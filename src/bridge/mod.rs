@@ -42,8 +42,13 @@ impl BridgeError {
                 code: s.code,
                 message: s.message,
             },
-            other => BridgeError::Stream(format!("cluster unreachable or request failed: {other}")),
+            other => BridgeError::request_failed(other),
         }
+    }
+
+    /// A request that got no usable answer (the connection, TLS, or the upgrade failed).
+    pub fn request_failed(why: impl std::fmt::Display) -> BridgeError {
+        BridgeError::Stream(format!("cluster unreachable or request failed: {why}"))
     }
 }
 
