@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod limits;
+mod store;
 pub use limits::Limits;
+pub use store::{MAX_SHIP_EVERY, StoreConfig, WhenSpoolFull, parse_url as parse_store_url};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,7 +36,8 @@ pub struct Config {
     pub incident: Option<String>,
     pub policy: PathBuf,
     pub recordings: PathBuf,
-    pub recordings_store: Option<String>,
+    /// Object storage the recordings are shipped to; `recordings` is then the spool.
+    pub recordings_store: Option<StoreConfig>,
     pub kubeconfig: Option<PathBuf>,
     pub kube_context: Option<String>,
     pub max_cert_lifetime: Duration,
@@ -61,7 +64,7 @@ struct Raw {
     policy: PathBuf,
     recordings: PathBuf,
     #[serde(default)]
-    recordings_store: Option<String>,
+    recordings_store: Option<serde_yaml::Value>,
     #[serde(default)]
     kubeconfig: Option<PathBuf>,
     #[serde(default)]
@@ -196,6 +199,14 @@ impl Config {
             ));
         }
         raw.limits.check().map_err(&invalid)?;
+        let recordings_store = match raw.recordings_store {
+            None | Some(serde_yaml::Value::Null) => None,
+            Some(v) => Some(
+                store::RawStore::from_yaml(v)
+                    .and_then(store::RawStore::validate)
+                    .map_err(&invalid)?,
+            ),
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(Config {
@@ -207,7 +218,7 @@ impl Config {
             incident: raw.incident,
             policy: resolve(raw.policy),
             recordings: resolve(raw.recordings),
-            recordings_store: raw.recordings_store,
+            recordings_store,
             kubeconfig: raw.kubeconfig.map(resolve),
             kube_context: raw.kube_context,
             max_cert_lifetime: raw.max_cert_lifetime,

@@ -40,4 +40,5 @@ pub mod revocation_watch;
 pub mod server;
 pub mod shutdown;
 pub mod ssh;
+pub mod store;
 pub mod telemetry;

@@ -140,11 +140,6 @@ pub struct Loaded {
 }
 
 pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
-    if let Some(s) = &config.recordings_store {
-        return Err(LoadError::Invalid(format!(
-            "recordings_store ({s}) is not supported by this version of podgate; remove it or upgrade"
-        )));
-    }
     let cas = trusted_cas(&config.trusted_user_ca_keys)?;
     // An unusable list does not stop the gateway from starting: it refuses every login
     // (and says so in its log) until the file is fixed, like a list that breaks later.

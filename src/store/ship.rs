@@ -1,0 +1,1 @@
+//! The shipper. Not written yet.

@@ -1,0 +1,1 @@
+//! Spool bookkeeping. Not written yet.
