@@ -156,6 +156,16 @@ impl Store {
         })
     }
 
+    /// A store over any `object_store` implementation (tests use `InMemory`).
+    #[doc(hidden)]
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Store {
+        Store {
+            inner,
+            prefix: prefix.trim_matches('/').to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
     /// `s3://bucket/prefix` as configured.
     pub fn url(&self) -> &str {
         &self.url
