@@ -23,6 +23,10 @@ mod e2e {
     pub mod port_forward;
     pub mod recordings;
     pub mod revocation;
+    pub mod s3_server;
     pub mod ssh_requests;
+    pub mod store;
+    pub mod store_faults;
+    pub mod store_support;
     pub mod support;
 }

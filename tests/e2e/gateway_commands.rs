@@ -246,7 +246,7 @@ async fn interactive_prompt() {
 }
 
 /// The command line of a prepared `ssh` invocation, for `script -c`.
-fn shell_line(cmd: &tokio::process::Command) -> String {
+pub(super) fn shell_line(cmd: &tokio::process::Command) -> String {
     let std = cmd.as_std();
     let mut words = vec![std.get_program().to_string_lossy().into_owned()];
     words.extend(std.get_args().map(|a| a.to_string_lossy().into_owned()));

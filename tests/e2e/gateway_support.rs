@@ -322,19 +322,34 @@ impl ServeProcess {
     /// Start `podgate serve --config CONFIG` and wait (bounded) until it serves; with
     /// `metrics`, also until it prints its metrics address.
     pub async fn start(config: &Path, metrics: bool) -> ServeProcess {
-        Self::spawn(config, metrics, None).await
+        Self::spawn(config, metrics, None, |_| {}).await
+    }
+
+    /// As [`Self::start`], with `setup` applied to the command first (its environment).
+    pub async fn start_with(
+        config: &Path,
+        metrics: bool,
+        setup: impl FnOnce(&mut tokio::process::Command),
+    ) -> ServeProcess {
+        Self::spawn(config, metrics, None, setup).await
     }
 
     /// As [`Self::start`], with every file the process writes limited to `max_file_size`
     /// bytes (RLIMIT_FSIZE; SIGXFSZ ignored, so a write past it fails with EFBIG as on a
     /// full disk).
     pub async fn start_limited(config: &Path, metrics: bool, max_file_size: u64) -> ServeProcess {
-        Self::spawn(config, metrics, Some(max_file_size)).await
+        Self::spawn(config, metrics, Some(max_file_size), |_| {}).await
     }
 
-    async fn spawn(config: &Path, metrics: bool, max_file_size: Option<u64>) -> ServeProcess {
+    async fn spawn(
+        config: &Path,
+        metrics: bool,
+        max_file_size: Option<u64>,
+        setup: impl FnOnce(&mut tokio::process::Command),
+    ) -> ServeProcess {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = super::support::podgate(&["serve", "--config", s(config)]);
+        setup(&mut cmd);
         // Its log goes to a file beside the configuration, for tests to look into.
         let stderr_log = config.with_extension("stderr.log");
         let log = std::fs::File::create(&stderr_log).unwrap();

@@ -1,0 +1,174 @@
+//! Recordings shipped to a real S3-compatible server (s3s-fs, in-process): sessions land
+//! in the bucket byte for byte as in the spool, with the audit log in segments, and the
+//! offline tools read, verify and replay the bucket itself.
+
+use super::gateway_commands::shell_line;
+use super::store_support::{PREFIX, StoreGateway, sha256_hex};
+use super::support::{podgate, run, text};
+
+/// An exec and a PTY shell through the real `ssh` reach the bucket identical to the spool;
+/// the audit log follows in segments that make up audit.jsonl; `recording.shipped` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_land_in_the_bucket_byte_identical_to_the_spool() {
+    let sg = StoreGateway::start(&[]).await;
+    let (alice, sam) = (sg.gw.alice().await, sg.gw.sre().await);
+
+    let args = [
+        "exec",
+        "payments/payments-api-0",
+        "--",
+        "echo",
+        "to-the-bucket",
+    ];
+    let out = run(sg.ssh(&alice, "alice", &args), None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "to-the-bucket\n");
+
+    let ssh = sg.ssh(&sam, "sam", &["-tt", "shell", "payments/payments-api-0"]);
+    let mut script = tokio::process::Command::new("script");
+    script.args(["-qec", &shell_line(&ssh), "/dev/null"]);
+    let out = run(script, Some(b"echo shell-$((6*7))\nexit 3\n")).await;
+    assert!(
+        text(&out.stdout).contains("shell-42"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+
+    let sessions = sg.sessions();
+    assert_eq!(sessions.len(), 2, "{:?}", sg.events());
+    for session in &sessions {
+        let marker = sg.wait_shipped(session).await;
+        sg.assert_shipped_identical(session, &marker);
+        let cast = sg.spool_file(session, "cast").unwrap();
+        let shipped = sg
+            .events()
+            .into_iter()
+            .find(|e| e["event"] == "recording.shipped" && e["session"] == session.as_str())
+            .unwrap_or_else(|| panic!("no recording.shipped for {session}"));
+        let key = format!("{PREFIX}/{}", sg.rel(&cast));
+        let listed = shipped["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["key"].as_str().is_some_and(|k| key.ends_with(k)))
+            .unwrap_or_else(|| panic!("recording.shipped does not name {key}: {shipped}"));
+        assert_eq!(
+            listed["sha256"],
+            sha256_hex(&std::fs::read(&cast).unwrap()),
+            "{shipped}"
+        );
+        // The event itself reaches the bucket, in a later segment of the audit log.
+        sg.wait_audit_shipped("recording.shipped", session).await;
+    }
+    let played: Vec<String> = sessions
+        .iter()
+        .map(|s| {
+            String::from_utf8(
+                sg.s3
+                    .object(PREFIX, &format!("{}.cast", sg.stem(s)))
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(played[0].contains("to-the-bucket"), "{}", played[0]);
+    assert!(played[1].contains("shell-42"), "{}", played[1]);
+    let (up, body) = sg.metric("podgate_store_up").await;
+    assert_eq!(up, Some(1.0), "{body}");
+}
+
+/// `recordings verify --store` accepts the bucket the gateway filled and catches one byte
+/// changed in a stored transcript; `recordings list` and `replay` read the bucket as they
+/// read the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_tools_read_and_verify_the_bucket() {
+    let mut sg = StoreGateway::start(&[]).await;
+    let alice = sg.gw.alice().await;
+    for word in ["first-session", "second-session"] {
+        let args = ["exec", "payments/payments-api-0", "--", "echo", word];
+        let out = run(sg.ssh(&alice, "alice", &args), None).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let sessions = sg.sessions();
+    assert_eq!(sessions.len(), 2);
+    for session in &sessions {
+        sg.wait_shipped(session).await;
+        sg.wait_audit_shipped("recording.shipped", session).await;
+    }
+    // The gateway's last round is done: the bucket does not change under the tools.
+    sg.kill().await;
+    let spool = sg.spool.to_str().unwrap().to_owned();
+
+    let out = run(sg.offline(&["recordings", "verify"]), None).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "verify --store: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let out = run(sg.offline(&["recordings", "list", "--json"]), None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ids: Vec<&str> = listed
+        .iter()
+        .map(|m| m["session"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<&str> = sessions.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "{}", text(&out.stdout));
+
+    let session = &sessions[1];
+    let out = run(sg.offline(&["replay", "--cat", session]), None).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "replay --store: {}",
+        text(&out.stderr)
+    );
+    let local = run(
+        podgate(&["replay", "--cat", "--recordings", &spool, session]),
+        None,
+    )
+    .await;
+    assert_eq!(local.status.code(), Some(0), "{}", text(&local.stderr));
+    assert!(
+        text(&local.stdout).contains("second-session"),
+        "{}",
+        text(&local.stdout)
+    );
+    assert_eq!(text(&out.stdout), text(&local.stdout));
+
+    // One byte of the stored transcript changed on the server's disk, size kept.
+    let key = format!("{PREFIX}/{}.cast", sg.stem(session));
+    let path = sg.s3.object_path(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = run(sg.offline(&["recordings", "verify"]), None).await;
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success() && out.status.code().is_some(),
+        "verify --store passed an altered object: {said}"
+    );
+    assert!(
+        said.contains(session.as_str()),
+        "{key} is not named: {said}"
+    );
+    // The spool still verifies: only the bucket's copy was altered.
+    let out = super::support::recordings_verify(&sg.spool).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
