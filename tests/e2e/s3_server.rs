@@ -240,7 +240,7 @@ fn client(server: &S3Server, prefix: &str, secret: &str) -> podgate::store::Stor
 /// secret is refused; a stopped server drops the client's open connection and refuses new
 /// ones; restarted on the same port, it still has the objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_s3_server_keeps_objects_across_a_restart() {
+async fn the_test_store_server_keeps_objects_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut s3 = S3Server::start(dir.path()).await;
     let store = client(&s3, "p", SECRET_KEY);

@@ -134,14 +134,7 @@ async fn a_store_outage_mid_session_loses_nothing() {
     ] {
         assert!(cast.contains(line), "{line:?} missing from {cast}");
     }
-    wait_for("store.recovered", || async {
-        if sg.has_event("store.recovered", None) {
-            Ok(())
-        } else {
-            Err(format!("{:?}", sg.events()))
-        }
-    })
-    .await;
+    sg.wait_event("store.recovered", None).await;
     sg.wait_metric("podgate_store_up", 1.0).await;
     sg.wait_audit_shipped("recording.shipped", &session).await;
 }
@@ -237,14 +230,10 @@ async fn a_full_spool_refuses_new_sessions_until_it_drains() {
         err.contains("cannot be recorded") && err.contains("recordings store"),
         "{err}"
     );
-    let denied = sg
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "session.denied")
-        .unwrap_or_else(|| panic!("no session.denied: {:?}", sg.events()));
+    let denied = sg.wait_event("session.denied", None).await;
     let reason = denied["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("recordings store"), "{denied}");
-    assert!(sg.has_event("spool.over_limit", None), "{:?}", sg.events());
+    sg.wait_event("spool.over_limit", None).await;
 
     sg.s3.restart().await;
     wait_for("/readyz 200", || async {
@@ -254,11 +243,7 @@ async fn a_full_spool_refuses_new_sessions_until_it_drains() {
         }
     })
     .await;
-    assert!(
-        sg.has_event("spool.within_limit", None),
-        "{:?}",
-        sg.events()
-    );
+    sg.wait_event("spool.within_limit", None).await;
     let out = run(sg.ssh(&alice, "alice", &echo), None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello\n");

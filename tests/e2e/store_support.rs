@@ -101,6 +101,22 @@ impl StoreGateway {
             .any(|e| e["event"] == name && field.is_none_or(|(k, v)| e[k].as_str() == Some(v)))
     }
 
+    /// Wait until an audit event `name` (with `field` equal to `value`, if given) is
+    /// written; return it.
+    pub async fn wait_event(&self, name: &str, field: Option<(&str, &str)>) -> Value {
+        wait_for(&format!("a {name} audit event {field:?}"), || async move {
+            let events = self.events();
+            let found = events.iter().find(|e| {
+                e["event"] == name && field.is_none_or(|(k, v)| e[k].as_str() == Some(v))
+            });
+            found.cloned().ok_or_else(|| {
+                let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+                format!("events {names:?}")
+            })
+        })
+        .await
+    }
+
     /// Session ids in the order their `session.started` events were written.
     pub fn sessions(&self) -> Vec<String> {
         self.events()
