@@ -39,6 +39,9 @@ pub struct Gateway {
     /// records; only the benchmark harness (P5 of docs/BENCHMARKS.md) builds a gateway that
     /// discards, to measure what recording costs. No configuration key reaches this.
     pub transcripts: Transcripts,
+    /// Shipping to the recordings store, when `recordings_store` is set (`recordings` is
+    /// then the spool); started by `server::run`.
+    pub shipping: Option<Arc<crate::store::ship::Shipping>>,
 }
 
 /// See [`Gateway::transcripts`].
@@ -78,7 +81,23 @@ impl Gateway {
     /// Write an audit event and count it in the metrics (which are derived from events).
     pub fn record(&self, event: &str, fields: serde_json::Value) -> Result<(), AuditError> {
         self.metrics.observe(event, &fields);
-        self.audit.write(event, fields)
+        let written = self.audit.write(event, fields);
+        if event == "session.ended"
+            && let Some(shipping) = &self.shipping
+        {
+            // Ship the finished recording now rather than at the next round.
+            shipping.wake();
+        }
+        written
+    }
+
+    /// Whether a new session can be recorded safely as far as the recordings store is
+    /// concerned (spool limits; see `store::ship`). Free space is checked by the recorder.
+    pub fn admit_recording(&self) -> Result<(), String> {
+        match &self.shipping {
+            Some(shipping) => shipping.admit(),
+            None => Ok(()),
+        }
     }
 
     /// Take a session slot for `identity`, or say why not.

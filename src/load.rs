@@ -178,6 +178,19 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
             )
             .map_err(|e| LoadError::Invalid(e.to_string()))?;
     }
+    let mut metrics = crate::metrics::Metrics::new();
+    let shipping = match &config.recordings_store {
+        Some(store_config) => {
+            let store = crate::store::Store::connect(store_config)
+                .map_err(|e| LoadError::Invalid(e.to_string()))?;
+            let shipping =
+                crate::store::ship::Shipping::new(store, &config.recordings, store_config.clone())
+                    .map_err(|e| LoadError::Invalid(e.to_string()))?;
+            metrics.enable_store();
+            Some(Arc::new(shipping))
+        }
+        None => None,
+    };
     let gateway = Gateway {
         auth: auth::Settings {
             cas,
@@ -195,9 +208,10 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         recordings: config.recordings.clone(),
         recordings_min_free: config.recordings_min_free,
         revocations,
-        metrics: crate::metrics::Metrics::new(),
+        metrics,
         stopping: tokio_util::sync::CancellationToken::new(),
         transcripts: crate::gateway::Transcripts::Recorded,
+        shipping,
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),

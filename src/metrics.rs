@@ -15,6 +15,7 @@
 //! Not here: tracing/logging (`telemetry`).
 
 pub mod serve;
+pub mod store;
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub struct Metrics {
     kube_calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     connections_active: Gauge<i64, AtomicI64>,
     connections_refused: Family<CodeLabel, Counter>,
+    /// Shipping to the recordings store (set by `store::ship`).
+    pub store: store::StoreMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -158,6 +161,7 @@ impl Metrics {
             kube_calls: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             connections_active: Gauge::default(),
             connections_refused: Family::default(),
+            store: store::StoreMetrics::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -226,6 +230,12 @@ impl Metrics {
             m.connections_refused.clone(),
         );
         m
+    }
+
+    /// Register the recordings store's metrics (only a gateway with a store has them, so
+    /// that `podgate_store_up 0` always means a store that is down).
+    pub fn enable_store(&mut self) {
+        self.store.register(&mut self.registry);
     }
 
     /// Update the metrics from one audit event (see the module comment).

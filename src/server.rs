@@ -31,6 +31,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     prechecks::install();
+    let shipper = start_shipping(&gateway).await;
     let gate = Gate::new(&gateway.limits);
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
@@ -84,6 +85,36 @@ pub async fn run(
         hard_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
+    if let Some((stop, task)) = shipper {
+        // One last round for what the drain finished; bounded like the drain. What is
+        // left stays in the spool for the next start.
+        stop.cancel();
+        if tokio::time::timeout(gateway.limits.drain, task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("recordings not all shipped before stopping; they wait in the spool");
+        }
+    }
+}
+
+/// Start shipping to the recordings store, if there is one, and give the first round
+/// (what a previous run left in the spool) a head start of up to `ship_every` before
+/// sessions are accepted. Sessions are not held back longer: an unreachable store must not
+/// keep the gateway from serving while its spool has room.
+async fn start_shipping(
+    gateway: &Shared,
+) -> Option<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    let shipping = gateway.shipping.clone()?;
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let head_start = shipping.ship_every();
+    let outlet: Arc<dyn crate::store::ship::Outlet> = gateway.clone();
+    let task = tokio::spawn(shipping.run(outlet, stop.clone(), tx));
+    if tokio::time::timeout(head_start, rx).await.is_err() {
+        tracing::info!("serving while recordings left in the spool are still being shipped");
+    }
+    Some((stop, task))
 }
 
 /// russh drops the connection, without asking the handler, when the key or certificate a

@@ -4,7 +4,10 @@
 //! Readiness is what a Kubernetes readiness probe and a load balancer need to know: it
 //! fails (503, with one line per problem) while the revocation list is unusable (every
 //! login is refused then), while the recordings directory is not writable or has less
-//! than `recordings_min_free` free (every session is refused then), and once the gateway
+//! than `recordings_min_free` free (every session is refused then), while the spool of a
+//! recordings store is over its limits with `when_spool_full: refuse` (ditto; a store that
+//! is down while the spool has room does not make the gateway unready: sessions go on into
+//! the spool, and `podgate_store_up` says the store is down), and once the gateway
 //! is draining, so that new connections go to another replica. The policy and the CA keys
 //! are loaded and checked before the gateway serves at all and do not change afterwards,
 //! so they cannot make a running gateway unready.
@@ -42,6 +45,9 @@ pub fn readiness(gateway: &Gateway, draining: bool) -> Vec<String> {
     }
     if let Revocations::Unavailable(why) = &*gateway.revocations.borrow() {
         problems.push(format!("revocation list unusable: {why}"));
+    }
+    if let Some(why) = gateway.shipping.as_ref().and_then(|s| s.readiness()) {
+        problems.push(why);
     }
     let dir = &gateway.recordings;
     if let Err(e) = check_space(dir, gateway.recordings_min_free) {

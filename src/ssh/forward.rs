@@ -235,6 +235,9 @@ fn start_session(
         ports: vec![port],
         ..Default::default()
     };
+    ctx.gateway
+        .admit_recording()
+        .map_err(|why| format!("the session cannot be recorded safely: {why}; refusing"))?;
     let record = ForwardRecord::start(&ctx.gateway.recordings, ctx.gateway.recordings_min_free, m)
         .map_err(|e| format!("the session cannot be recorded ({e}); refusing"))?;
     let started = ctx.audit(

@@ -99,17 +99,24 @@ pub async fn begin(ctx: &Ctx, io: &mut ChannelIo, s: &Started<'_>) -> Result<Run
         )),
         env: Default::default(),
     };
-    let recorder = match Recorder::start(
-        &ctx.gateway.recordings,
-        ctx.gateway.recordings_min_free,
-        meta,
-        &header,
-        s.cap,
-    ) {
+    let started = ctx
+        .gateway
+        .admit_recording()
+        .map_err(|why| format!("the session cannot be recorded safely: {why}; refusing"))
+        .and_then(|()| {
+            Recorder::start(
+                &ctx.gateway.recordings,
+                ctx.gateway.recordings_min_free,
+                meta,
+                &header,
+                s.cap,
+            )
+            .map_err(|e| format!("the session cannot be recorded ({e}); refusing"))
+        });
+    let recorder = match started {
         Ok(r) if ctx.gateway.transcripts == crate::gateway::Transcripts::Recorded => r,
         Ok(r) => r.discarding(),
-        Err(e) => {
-            let reason = format!("the session cannot be recorded ({e}); refusing");
+        Err(reason) => {
             ctx.audit(
                 "session.denied",
                 json!({"session": s.session, "action": s.action.as_str(), "target": target, "reason": reason}),

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 pub use crate::config::StoreConfig;
 
 pub mod fetch;
+mod health;
 pub mod keys;
 pub mod ship;
 mod spool;
