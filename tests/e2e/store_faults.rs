@@ -151,11 +151,14 @@ async fn a_killed_gateway_ships_the_repaired_recording_on_restart() {
         "--",
         "sh",
         "-c",
-        "'echo started-before-the-kill; sleep 60'",
+        "'echo started-before-the-kill; read word; echo tail-$word; sleep 60'",
     ];
     let mut ssh = sg.ssh(&sam, "sam", &args);
-    ssh.stdout(Stdio::piped()).stderr(Stdio::null());
+    ssh.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut client = ssh.spawn().unwrap();
+    let mut stdin = client.stdin.take().unwrap();
     let mut out = BufReader::new(client.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(DEADLINE, out.next_line())
         .await
@@ -170,6 +173,24 @@ async fn a_killed_gateway_ships_the_repaired_recording_on_restart() {
             .is_none(),
         "a whole transcript of a live session"
     );
+    // The tail: printed after that part, on the spool's disk (flushed every second), and
+    // then the gateway dies, most likely before shipping it in a part.
+    stdin.write_all(b"of-the-session\n").await.unwrap();
+    let tail = tokio::time::timeout(DEADLINE, out.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tail.as_deref(), Some("tail-of-the-session"));
+    let spooled = sg.spool_file(&session, "cast").unwrap();
+    wait_for("the tail in the spool's transcript", || async {
+        let on_disk = std::fs::read_to_string(&spooled).unwrap();
+        if on_disk.contains("tail-of-the-session") {
+            Ok(())
+        } else {
+            Err(on_disk)
+        }
+    })
+    .await;
 
     sg.kill().await;
     let _ = client.kill().await;
@@ -188,7 +209,9 @@ async fn a_killed_gateway_ships_the_repaired_recording_on_restart() {
     )
     .unwrap();
     let played = asciinema_cat(&downloaded).unwrap();
-    assert!(played.contains("started-before-the-kill"), "{played:?}");
+    for line in ["started-before-the-kill", "tail-of-the-session"] {
+        assert!(played.contains(line), "{line:?} not played: {played:?}");
+    }
     assert!(
         sg.s3
             .keys_under(PREFIX)
