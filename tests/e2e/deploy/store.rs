@@ -26,6 +26,19 @@ fn uncomment(text: &str, start: &str, cont: &str, (from, to): (&str, &str)) -> S
     out
 }
 
+/// The object kustomize generated from generator `name` (its name with the hash).
+fn generated<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let hashed = format!("{name}-");
+    objs.iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&hashed))
+        })
+        .unwrap_or_else(|| panic!("no generated {kind} {name}"))
+}
+
 fn config_with_store(text: &str) -> String {
     uncomment(text, "#recordings_store:", "#  ", ("#", ""))
 }
@@ -124,15 +137,7 @@ async fn kustomize_wires_the_store_secret_into_the_deployment() {
         panic!("{why}");
     }
     let objs = objects(&built);
-    let secret = objs
-        .iter()
-        .find(|o| {
-            o["kind"] == "Secret"
-                && o["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("podgate-recordings-store-"))
-        })
-        .expect("the generated Secret");
+    let secret = generated(&objs, "Secret", "podgate-recordings-store");
     assert_eq!(secret["metadata"]["namespace"], "podgate");
     for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
         assert!(secret["data"][key].is_string(), "{key}: {secret:?}");
@@ -144,15 +149,7 @@ async fn kustomize_wires_the_store_secret_into_the_deployment() {
     let secret_ref =
         &deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"];
     assert_eq!(secret_ref["name"], secret["metadata"]["name"]);
-    let config_map = objs
-        .iter()
-        .find(|o| {
-            o["kind"] == "ConfigMap"
-                && o["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("podgate-config-"))
-        })
-        .expect("the configuration");
+    let config_map = generated(&objs, "ConfigMap", "podgate-config");
     let text = config_map["data"]["config.yaml"].as_str().unwrap();
     let config = podgate::config::Config::parse(Path::new("/etc/podgate/config.yaml"), text)
         .unwrap_or_else(|e| panic!("{e}"));
