@@ -165,19 +165,47 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 pub enum RecordingsCommand {
     /// List recorded sessions
     List(ListArgs),
-    /// Check the audit chain and every recording against its metadata (exit 1 on a problem)
-    Verify {
-        /// The recordings directory
-        #[arg(long, value_name = "DIR")]
-        recordings: PathBuf,
-    },
+    /// Check the audit chains and every recording against its metadata (exit 1 on a problem)
+    Verify(VerifyArgs),
+}
+
+/// Where the recordings are: a directory (`--recordings`) or a bucket (`--store`).
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Read the recordings from this bucket instead of a directory (s3://BUCKET/PREFIX);
+    /// credentials from the AWS_* environment variables or instance metadata
+    #[arg(long, value_name = "URL", conflicts_with = "recordings")]
+    pub store: Option<String>,
+    /// S3-compatible endpoint (e.g. https://minio:9000)
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub store_endpoint: Option<String>,
+    /// Region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
+    #[arg(long, value_name = "REGION", requires = "store")]
+    pub store_region: Option<String>,
+    /// Path-style requests (most S3-compatible servers want them)
+    #[arg(long, requires = "store")]
+    pub store_path_style: bool,
+    /// Allow an http:// endpoint
+    #[arg(long, requires = "store")]
+    pub store_allow_http: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The recordings directory
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// The recordings directory
-    #[arg(long, value_name = "DIR")]
-    pub recordings: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Only this identity (certificate key id)
     #[arg(long)]
     pub identity: Option<String>,
@@ -205,8 +233,10 @@ pub struct ReplayArgs {
     /// Session id (or a unique prefix of it)
     pub session: String,
     /// The recordings directory
-    #[arg(long, value_name = "DIR")]
-    pub recordings: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Playback speed
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
