@@ -117,26 +117,95 @@ pub struct OpenArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
+    pub store: IncidentStoreArgs,
+    #[command(flatten)]
     pub kube: KubeArgs,
+}
+
+/// Where an incident gateway ships its recordings (docs/OPERATIONS.md, "Recordings in
+/// object storage").
+#[derive(Debug, clap::Args)]
+pub struct IncidentStoreArgs {
+    /// Ship recordings to this bucket: s3://BUCKET/PREFIX; the incident's go under
+    /// PREFIX/ID. Credentials: --store-secret, else workload identity through the pod's
+    /// ServiceAccount (see --service-account-annotation)
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// S3-compatible server, e.g. https://minio.example:9000
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub store_endpoint: Option<String>,
+    /// Region of the bucket (default: AWS_REGION in the pod's environment, else us-east-1)
+    #[arg(long, value_name = "REGION", requires = "store")]
+    pub store_region: Option<String>,
+    /// Path-style requests (ENDPOINT/BUCKET/KEY), for most S3-compatible servers
+    #[arg(long, requires = "store")]
+    pub store_path_style: bool,
+    /// Allow a plain-HTTP --store-endpoint
+    #[arg(long, requires = "store")]
+    pub store_allow_http: bool,
+    /// Secret in the gateway namespace whose keys (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, AWS_REGION) become the pod's
+    /// environment; the pod does not start without it. Without this flag the pod relies on
+    /// workload identity through its ServiceAccount
+    #[arg(long, value_name = "NAME", requires = "store")]
+    pub store_secret: Option<String>,
+    /// Annotation of the incident's ServiceAccount, e.g. for workload identity
+    /// eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/podgate (repeatable)
+    #[arg(long = "service-account-annotation", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub service_account_annotations: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RecordingsCommand {
     /// List recorded sessions
     List(ListArgs),
-    /// Check the audit chain and every recording against its metadata (exit 1 on a problem)
-    Verify {
-        /// The recordings directory
-        #[arg(long, value_name = "DIR")]
-        recordings: PathBuf,
-    },
+    /// Check the audit chains and every recording against its metadata (exit 1 on a problem)
+    Verify(VerifyArgs),
+}
+
+/// Where the recordings are: a directory (`--recordings`) or a bucket (`--store`).
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Read the recordings from this bucket instead of a directory (s3://BUCKET/PREFIX);
+    /// credentials from the AWS_* environment variables or instance metadata
+    #[arg(long, value_name = "URL", conflicts_with = "recordings")]
+    pub store: Option<String>,
+    /// S3-compatible endpoint (e.g. https://minio:9000)
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub store_endpoint: Option<String>,
+    /// Region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
+    #[arg(long, value_name = "REGION", requires = "store")]
+    pub store_region: Option<String>,
+    /// Path-style requests (most S3-compatible servers want them)
+    #[arg(long, requires = "store")]
+    pub store_path_style: bool,
+    /// Allow an http:// endpoint
+    #[arg(long, requires = "store")]
+    pub store_allow_http: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The recordings directory
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// The recordings directory
-    #[arg(long, value_name = "DIR")]
-    pub recordings: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Only this identity (certificate key id)
     #[arg(long)]
     pub identity: Option<String>,
@@ -164,8 +233,10 @@ pub struct ReplayArgs {
     /// Session id (or a unique prefix of it)
     pub session: String,
     /// The recordings directory
-    #[arg(long, value_name = "DIR")]
-    pub recordings: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Playback speed
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,

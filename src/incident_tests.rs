@@ -19,6 +19,8 @@ fn spec() -> Spec {
         image: "ghcr.io/podgate/podgate:0.1.0".into(),
         gateway_namespace: "podgate".into(),
         host_key: "unused".into(),
+        store: None,
+        service_account_annotations: BTreeMap::new(),
         now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     }
 }
@@ -154,6 +156,7 @@ fn configuration_and_default_policy_are_what_the_gateway_accepts() {
             .unwrap();
     assert_eq!(config.incident.as_deref(), Some("INC-1234"));
     assert_eq!(config.cluster, "prod-eu-1");
+    assert_eq!(config.recordings_store, None);
     assert_eq!(data[CA_FILE], CA);
     let policy =
         crate::policy::Policy::parse(&[("p".to_owned(), data[POLICY_FILE].clone())]).unwrap();
@@ -210,6 +213,187 @@ fn refusals() {
             "the policy is not valid",
         ),
         (|s| s.cluster = "a b".into(), "cluster"),
+    ];
+    for (i, (change, want)) in cases.into_iter().enumerate() {
+        let mut s = spec();
+        change(&mut s);
+        let err = build(&s).unwrap_err().to_string();
+        assert!(err.contains(want), "case {i}: {err}");
+    }
+}
+
+fn store(url: &str) -> StoreSpec {
+    StoreSpec {
+        url: url.into(),
+        endpoint: None,
+        region: None,
+        path_style: false,
+        allow_http: false,
+        secret: None,
+    }
+}
+
+/// What `--store` makes: the configuration (parsed as the gateway parses it) ships to the
+/// incident's own prefix, and the pod takes its environment from `--store-secret` only.
+#[test]
+fn a_store_is_configured_per_incident() {
+    struct Case {
+        store: StoreSpec,
+        url: &'static str,
+        endpoint: Option<&'static str>,
+        region: Option<&'static str>,
+        path_style: bool,
+        secret: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            store: store("s3://rec/podgate/prod"),
+            url: "s3://rec/podgate/prod/INC-1234",
+            endpoint: None,
+            region: None,
+            path_style: false,
+            secret: None,
+        },
+        Case {
+            store: store("s3://rec/"),
+            url: "s3://rec/INC-1234",
+            endpoint: None,
+            region: None,
+            path_style: false,
+            secret: None,
+        },
+        Case {
+            store: StoreSpec {
+                endpoint: Some("http://minio.minio.svc:9000".into()),
+                region: Some("eu-west-1".into()),
+                path_style: true,
+                allow_http: true,
+                secret: Some("podgate-recordings-store".into()),
+                ..store("s3://rec/incidents")
+            },
+            url: "s3://rec/incidents/INC-1234",
+            endpoint: Some("http://minio.minio.svc:9000"),
+            region: Some("eu-west-1"),
+            path_style: true,
+            secret: Some("podgate-recordings-store"),
+        },
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let mut s = spec();
+        s.store = Some(case.store);
+        let o = build(&s).unwrap();
+        let text = &o.config_map.data.as_ref().unwrap()[CONFIG_FILE];
+        let config = crate::config::Config::parse(std::path::Path::new("/c/config.yaml"), text)
+            .unwrap_or_else(|e| panic!("case {i}: {e}\n{text}"));
+        let store = config.recordings_store.unwrap();
+        assert_eq!(store.url, case.url, "case {i}");
+        assert_eq!(store.endpoint.as_deref(), case.endpoint, "case {i}");
+        assert_eq!(store.region.as_deref(), case.region, "case {i}");
+        assert_eq!(store.path_style, case.path_style, "case {i}");
+        assert_eq!(store.allow_http, case.path_style, "case {i}");
+        // The spool is the pod's 2Gi emptyDir: refuse before the kubelet would evict.
+        assert_eq!(store.spool_max_size, 1 << 30, "case {i}");
+        assert_eq!(store.keep_shipped, Duration::ZERO, "case {i}");
+        let container = &o.pod.spec.as_ref().unwrap().containers[0];
+        let env_from: Vec<(String, Option<bool>)> = container
+            .env_from
+            .iter()
+            .flatten()
+            .map(|e| {
+                let r = e.secret_ref.as_ref().unwrap();
+                (r.name.clone(), r.optional)
+            })
+            .collect();
+        let want: Vec<(String, Option<bool>)> = case
+            .secret
+            .map(|n| (n.to_owned(), Some(false)))
+            .into_iter()
+            .collect();
+        assert_eq!(env_from, want, "case {i}");
+        assert!(
+            container.env.is_none(),
+            "case {i}: no credential in the spec"
+        );
+    }
+    // Without a store: no envFrom, nothing about a store in the configuration.
+    let o = build(&spec()).unwrap();
+    assert!(o.pod.spec.unwrap().containers[0].env_from.is_none());
+    assert!(!o.config_map.data.unwrap()[CONFIG_FILE].contains("recordings_store"));
+}
+
+#[test]
+fn service_account_annotations_carry_workload_identity() {
+    let mut s = spec();
+    let arn = "arn:aws:iam::123456789012:role/podgate-recordings";
+    s.store = Some(store("s3://rec"));
+    s.service_account_annotations =
+        BTreeMap::from([("eks.amazonaws.com/role-arn".to_owned(), arn.to_owned())]);
+    let o = build(&s).unwrap();
+    let annotations = o.service_account.metadata.annotations.unwrap();
+    assert_eq!(annotations["eks.amazonaws.com/role-arn"], arn);
+    assert_eq!(annotations[NAMESPACES_ANNOTATION], "payments,checkout");
+    // Only the ServiceAccount carries them.
+    let pod_annotations = o.pod.metadata.annotations.unwrap();
+    assert!(!pod_annotations.contains_key("eks.amazonaws.com/role-arn"));
+}
+
+#[test]
+fn store_refusals() {
+    type Change = fn(&mut Spec);
+    let cases: Vec<(Change, &str)> = vec![
+        (|s| s.store = Some(store("gs://rec/a")), "--store: "),
+        (|s| s.store = Some(store("s3://Rec/a")), "bucket"),
+        (|s| s.store = Some(store("s3://rec/a/../b")), "prefix"),
+        (
+            |s| {
+                s.store = Some(StoreSpec {
+                    endpoint: Some("http://minio:9000".into()),
+                    ..store("s3://rec")
+                })
+            },
+            "pass --store-allow-http",
+        ),
+        (
+            |s| {
+                s.store = Some(StoreSpec {
+                    endpoint: Some("minio:9000".into()),
+                    ..store("s3://rec")
+                })
+            },
+            "--store-endpoint",
+        ),
+        (
+            |s| {
+                s.store = Some(StoreSpec {
+                    region: Some("eu-west-1\nallow_http: true".into()),
+                    ..store("s3://rec")
+                })
+            },
+            "--store-region",
+        ),
+        (
+            |s| {
+                s.store = Some(StoreSpec {
+                    secret: Some("Store_Creds".into()),
+                    ..store("s3://rec")
+                })
+            },
+            "--store-secret",
+        ),
+        (
+            |s| {
+                s.service_account_annotations =
+                    BTreeMap::from([("a/b/c".to_owned(), "x".to_owned())])
+            },
+            "not a valid annotation key",
+        ),
+        (
+            |s| {
+                s.service_account_annotations =
+                    BTreeMap::from([(EXPIRES_ANNOTATION.to_owned(), "never".to_owned())])
+            },
+            "podgate's own",
+        ),
     ];
     for (i, (change, want)) in cases.into_iter().enumerate() {
         let mut s = spec();

@@ -8,11 +8,13 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use podgate::cli::{
     CertCommand, Cli, Command, DevArgs, DevclusterArgs, ExplainArgs, IssueArgs, ListArgs,
-    PolicyCommand, RecordingsCommand, ReplayArgs,
+    PolicyCommand, RecordingsCommand, ReplayArgs, StoreArgs,
 };
 use podgate::devcluster::{self, DevclusterError, Fixture};
 use podgate::policy::{Ask, Decision, Policy, Severity};
+use podgate::recording::meta::Metadata;
 use podgate::recording::offline;
+use podgate::store::{Store, StoreConfig, fetch};
 use podgate::{cert, config, dev, load, request, server};
 
 /// `println!` for the servers (`serve`, `dev`, `devcluster`): a reader that went away
@@ -65,9 +67,9 @@ fn main() -> ExitCode {
             },
             Command::Policy(PolicyCommand::Check { paths }) => policy_check(&paths),
             Command::Policy(PolicyCommand::Explain(args)) => policy_explain(args),
-            Command::Recordings(RecordingsCommand::List(args)) => recordings_list(args),
-            Command::Recordings(RecordingsCommand::Verify { recordings }) => {
-                recordings_verify(&recordings)
+            Command::Recordings(RecordingsCommand::List(args)) => recordings_list(args).await,
+            Command::Recordings(RecordingsCommand::Verify(args)) => {
+                recordings_verify(args.recordings, &args.store).await
             }
             Command::Replay(args) => replay(args).await,
             Command::Incident(command) => incident_cmd::run(command).await,
@@ -396,7 +398,38 @@ fn policy_explain(args: ExplainArgs) -> Result<u8> {
     }
 }
 
-fn recordings_list(args: ListArgs) -> Result<u8> {
+/// Where the offline commands read recordings.
+enum Recordings {
+    Dir(std::path::PathBuf),
+    Store(Store),
+}
+
+/// The directory or the bucket (clap has checked that exactly one is given).
+fn recordings(dir: Option<std::path::PathBuf>, args: &StoreArgs) -> Result<Recordings> {
+    let Some(url) = &args.store else {
+        if args.store_endpoint.is_some()
+            || args.store_region.is_some()
+            || args.store_path_style
+            || args.store_allow_http
+        {
+            bail!("the --store-* options need --store URL");
+        }
+        return dir
+            .map(Recordings::Dir)
+            .context("either --recordings DIR or --store URL is required");
+    };
+    let config = StoreConfig::for_reading(
+        url,
+        args.store_endpoint.clone(),
+        args.store_region.clone(),
+        args.store_path_style,
+        args.store_allow_http,
+    )
+    .map_err(|e| anyhow::anyhow!("--store {url}: {e}"))?;
+    Ok(Recordings::Store(Store::connect(&config)?))
+}
+
+async fn recordings_list(args: ListArgs) -> Result<u8> {
     let since = match &args.since {
         None => None,
         Some(text) => Some(match humantime::parse_duration(text) {
@@ -416,7 +449,10 @@ fn recordings_list(args: ListArgs) -> Result<u8> {
         incident: args.incident,
         end_reason: args.end_reason,
     };
-    let items = offline::list(&args.recordings, &filter)?;
+    let items = match recordings(args.recordings, &args.store)? {
+        Recordings::Dir(root) => offline::list(&root, &filter)?,
+        Recordings::Store(store) => fetch::list(&store, &filter).await?,
+    };
     if args.json {
         for m in &items {
             println!("{}", serde_json::to_string(m)?);
@@ -427,13 +463,22 @@ fn recordings_list(args: ListArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn recordings_verify(root: &Path) -> Result<u8> {
-    let report = offline::verify(root)?;
+async fn recordings_verify(dir: Option<std::path::PathBuf>, args: &StoreArgs) -> Result<u8> {
+    let report = match recordings(dir, args)? {
+        Recordings::Dir(root) => offline::verify(&root)?,
+        Recordings::Store(store) => fetch::verify(&store).await?,
+    };
     for p in &report.problems {
         eprintln!("podgate: {p}");
     }
     for s in &report.in_progress {
-        eprintln!("podgate: still recording (or not recovered yet): {s}");
+        match report.from_parts.get(s) {
+            Some(bytes) => eprintln!(
+                "podgate: not ended (live, or its gateway was lost): {s}, \
+                 {bytes} bytes of transcript in live parts"
+            ),
+            None => eprintln!("podgate: still recording (or not recovered yet): {s}"),
+        }
     }
     println!(
         "{}: {} audit lines, {} sessions, {} problem(s)",
@@ -446,22 +491,46 @@ fn recordings_verify(root: &Path) -> Result<u8> {
 }
 
 async fn replay(args: ReplayArgs) -> Result<u8> {
-    let (meta, cast) = offline::find(&args.recordings, &args.session)?;
+    match recordings(args.recordings.clone(), &args.store)? {
+        Recordings::Dir(root) => {
+            let (meta, cast) = offline::find(&root, &args.session)?;
+            play_recording(&args, &meta, &cast).await?;
+        }
+        Recordings::Store(store) => {
+            let found = fetch::session(&store, &args.session).await?;
+            if found.from_parts {
+                eprintln!(
+                    "podgate: {} has no whole recording in {}: playing its live parts",
+                    found.meta.session,
+                    store.url()
+                );
+            }
+            play_recording(&args, &found.meta, &found.cast)
+                .await
+                .map_err(|e| found.relabel(e))?;
+        }
+    }
+    Ok(0)
+}
+
+async fn play_recording(
+    args: &ReplayArgs,
+    meta: &Metadata,
+    cast: &Path,
+) -> Result<(), offline::OfflineError> {
     if args.cat {
         let mut out = std::io::stdout().lock();
-        offline::cat(&cast, &mut out)?;
-        return Ok(0);
+        return offline::cat(cast, &mut out);
     }
     eprintln!(
         "podgate: replaying {} ({} {} {}/{}), Ctrl-C to stop",
         meta.session, meta.identity, meta.action, meta.namespace, meta.pod
     );
     offline::play(
-        &cast,
+        cast,
         args.speed,
         args.idle_limit.map(Into::into),
         tokio::io::stdout(),
     )
-    .await?;
-    Ok(0)
+    .await
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use podgate::cli::{IncidentCommand, KubeArgs, OpenArgs};
+use podgate::cli::{IncidentCommand, IncidentStoreArgs, KubeArgs, OpenArgs};
 use podgate::incident::{self, cluster};
 use russh::keys::ssh_key::LineEnding;
 
@@ -79,8 +79,23 @@ fn read(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
+fn store_spec(args: &IncidentStoreArgs) -> Option<incident::StoreSpec> {
+    Some(incident::StoreSpec {
+        url: args.store.clone()?,
+        endpoint: args.store_endpoint.clone(),
+        region: args.store_region.clone(),
+        path_style: args.store_path_style,
+        allow_http: args.store_allow_http,
+        secret: args.store_secret.clone(),
+    })
+}
+
 async fn open(args: OpenArgs) -> Result<u8> {
     incident::check_id(&args.id)?;
+    // The store is checked before any file is read or the cluster is called.
+    if let Some(store) = store_spec(&args.store) {
+        incident::store::check(&store, &args.id)?;
+    }
     let policy = args
         .policy
         .as_deref()
@@ -140,6 +155,13 @@ async fn open(args: OpenArgs) -> Result<u8> {
         image: args.image.clone(),
         gateway_namespace: gateway_ns.clone(),
         host_key: host_key.to_openssh(LineEnding::LF)?.to_string(),
+        store: store_spec(&args.store),
+        service_account_annotations: args
+            .store
+            .service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
         now: SystemTime::now(),
     };
     let objects = incident::build(&spec)?;
@@ -165,6 +187,16 @@ async fn open(args: OpenArgs) -> Result<u8> {
         cluster::endpoint(&client, &objects).await?
     );
     println!("host key: {fingerprint} (ED25519)");
+    if let Some(store) = &spec.store {
+        let credentials = match &store.secret {
+            Some(name) => format!("Secret {gateway_ns}/{name}"),
+            None => "the ServiceAccount's workload identity".to_owned(),
+        };
+        println!(
+            "recordings: {} (credentials: {credentials})",
+            incident::store::incident_url(store, &args.id)?
+        );
+    }
     let groups = match &args.policy {
         None => format!(" -O extension:groups@podgate={}", args.group),
         Some(_) => String::new(),

@@ -149,6 +149,14 @@ pub async fn open(client: &Client, id: &str, o: &Objects) -> Result<Vec<String>,
             .await
             .map_err(kube_err(format!("namespace {ns}")))?;
     }
+    // So must the store's Secret: without it the pod would never start.
+    let secrets: Api<core::Secret> = Api::namespaced(c.clone(), &gw);
+    for name in store_secrets(&o.pod) {
+        secrets
+            .get_metadata(&name)
+            .await
+            .map_err(kube_err(format!("secret {gw}/{name} (--store-secret)")))?;
+    }
     let mut done = Vec::new();
     macro_rules! make {
         ($api:expr, $obj:expr, $kind:expr, $update:expr) => {
@@ -183,6 +191,16 @@ pub async fn open(client: &Client, id: &str, o: &Objects) -> Result<Vec<String>,
     // Pods are immutable where it matters: a running gateway is left as it is.
     make!(Api::namespaced(c.clone(), &gw), &o.pod, "pod", false);
     Ok(done)
+}
+
+/// The Secrets the pod's containers take their environment from.
+fn store_secrets(pod: &core::Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.env_from.iter().flatten())
+        .filter_map(|e| e.secret_ref.as_ref().map(|r| r.name.clone()))
+        .collect()
 }
 
 /// Where engineers reach the gateway, as far as the Service tells.

@@ -50,6 +50,9 @@ pub(super) fn spec(spec: &Spec, name: &str) -> core::PodSpec {
             "--config".into(),
             format!("/etc/podgate/config/{CONFIG_FILE}"),
         ]),
+        // The recordings store's credentials, when a Secret holds them; otherwise the
+        // ServiceAccount's workload identity (or the node's) is the credential chain.
+        env_from: super::store::env_from(spec.store.as_ref()),
         ports: Some(vec![port("ssh", SSH_PORT), port("metrics", METRICS_PORT)]),
         liveness_probe: Some(probe("/livez", 10)),
         readiness_probe: Some(probe("/readyz", 5)),
@@ -103,8 +106,9 @@ pub(super) fn spec(spec: &Spec, name: &str) -> core::PodSpec {
             }),
             ..Default::default()
         },
-        // Recordings live as long as the pod, until they are shipped to object storage
-        // (docs/OPERATIONS.md: how to keep them on a claim meanwhile).
+        // The spool: with a recordings store it is shipped to the bucket as sessions go
+        // (at most 30 s of a live session lost with the pod); without one, recordings
+        // live as long as the pod (docs/OPERATIONS.md: how to keep them on a claim).
         core::Volume {
             name: "recordings".into(),
             empty_dir: Some(core::EmptyDirVolumeSource {

@@ -12,8 +12,10 @@
 //! terminal that ignores them, or pipe them into a file. `verify` is tamper evidence only as
 //! far as the audit chain reaches: whoever can rewrite the audit log, the metadata and the
 //! recording together can forge a consistent set.
+//!
+//! `verify` lives in `offline_verify.rs`; `store::fetch` materializes a bucket into a
+//! directory these functions read.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,9 +24,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::audit;
-use super::cast;
 use super::meta::{self, MetaError, Metadata};
+
+#[path = "offline_verify.rs"]
+mod verify;
+pub(crate) use verify::cause;
+pub use verify::{Chain, Sources, VerifyReport, verify, verify_from};
 
 /// Which sessions `list` returns; `None` matches everything.
 #[derive(Debug, Clone, Default)]
@@ -38,26 +43,6 @@ pub struct Filter {
     pub since: Option<SystemTime>,
     pub incident: Option<String>,
     pub end_reason: Option<String>,
-}
-
-/// What `verify` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Audit lines whose chain checks out (up to the first break).
-    pub audit_lines: usize,
-    /// Metadata files read.
-    pub sessions: usize,
-    /// `DATE/SESSION` of sessions not ended yet (live, or a crash not recovered yet): their
-    /// recording is still growing, so it has no hash to check.
-    pub in_progress: Vec<String>,
-    /// One line per problem, naming the file (and line) at fault. Empty when all is well.
-    pub problems: Vec<String>,
-}
-
-impl VerifyReport {
-    pub fn ok(&self) -> bool {
-        self.problems.is_empty()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +72,6 @@ pub enum OfflineError {
     #[error("speed must be a positive number, not {0}")]
     BadSpeed(f64),
 }
-
-/// Actions whose sessions have metadata (and, but for port-forward, a recording).
-const RECORDED_ACTIONS: [&str; 4] = ["exec", "shell", "logs", "port-forward"];
 
 /// The sessions under `root` that match `filter`, oldest first. Unreadable metadata is
 /// skipped (and logged); `verify` reports it.
@@ -219,221 +201,17 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-/// What the audit log says about one session.
-#[derive(Default)]
-struct Audited {
-    started: Option<(usize, String)>,
-    ended_sha: Option<(usize, String)>,
-}
-
-/// Check the audit chain, every metadata file against its recording, and the two against
-/// each other. See `VerifyReport`; the `Err` cases are only an unreadable directory.
-pub fn verify(root: &Path) -> Result<VerifyReport, OfflineError> {
-    let mut report = VerifyReport::default();
-    let audited = verify_audit(root, &mut report)?;
-    let mut with_metadata = BTreeSet::new();
-    for (date, dir) in meta::date_dirs(root)? {
-        let names = meta::file_names(&dir)?;
-        let mut casts: BTreeSet<&str> = names
-            .iter()
-            .filter_map(|n| n.strip_suffix(".cast"))
-            .filter(|s| meta::is_session_id(s))
-            .collect();
-        for id in names.iter().filter_map(|n| n.strip_suffix(".json")) {
-            if !meta::is_session_id(id) {
-                continue;
-            }
-            let has_cast = casts.remove(id);
-            let m = match meta::read(&dir.join(format!("{id}.json"))) {
-                Ok(m) => m,
-                Err(e) => {
-                    report
-                        .problems
-                        .push(format!("{date}/{id}.json: {}", cause(&e)));
-                    continue;
-                }
-            };
-            report.sessions += 1;
-            with_metadata.insert(id.to_owned());
-            let audit_entry = audited.as_ref().map(|a| a.get(id));
-            check_session(&date, &dir, id, &m, has_cast, audit_entry, &mut report)?;
-        }
-        for id in casts {
-            report.problems.push(format!(
-                "{date}/{id}.cast: no metadata ({id}.json is missing)"
-            ));
-        }
-    }
-    if let Some(audited) = &audited {
-        for (id, a) in audited {
-            if let Some((line, action)) = &a.started
-                && RECORDED_ACTIONS.contains(&action.as_str())
-                && !with_metadata.contains(id)
-            {
-                report.problems.push(format!(
-                    "audit.jsonl line {line}: session {id} ({action}) has no metadata file"
-                ));
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// The reason of a metadata error without its (already known) path.
-fn cause(e: &MetaError) -> String {
-    match e {
-        MetaError::Io { source, .. } => source.to_string(),
-        MetaError::Json { source, .. } => format!("not valid metadata: {source}"),
-        MetaError::Invalid { reason, .. } => reason.clone(),
-    }
-}
-
-/// Check the chain and collect what it says per session; `None` when there is no log.
-fn verify_audit(
-    root: &Path,
-    report: &mut VerifyReport,
-) -> Result<Option<BTreeMap<String, Audited>>, OfflineError> {
-    let path = root.join("audit.jsonl");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            report.problems.push("audit.jsonl: missing".to_owned());
-            return Ok(None);
-        }
-        Err(source) => return Err(OfflineError::Io { path, source }),
-    };
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let upto = bytes.get(..e.valid_up_to()).unwrap_or_default();
-            let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
-            report
-                .problems
-                .push(format!("audit.jsonl line {line}: not UTF-8"));
-            report.audit_lines = line - 1;
-            // Unreadable as a whole: no cross-checks against it (the problem is reported).
-            return Ok(None);
-        }
-    };
-    match audit::verify_chain(text) {
-        Ok(n) => report.audit_lines = n,
-        Err((line, reason)) => {
-            report.audit_lines = line.saturating_sub(1);
-            report
-                .problems
-                .push(format!("audit.jsonl line {line}: {reason}"));
-        }
-    }
-    let mut audited: BTreeMap<String, Audited> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let Some(session) = field("session") else {
-            continue;
-        };
-        let entry = audited.entry(session).or_default();
-        match v.get("event").and_then(Value::as_str) {
-            Some("session.started") => {
-                entry.started = Some((i + 1, field("action").unwrap_or_default()));
-            }
-            Some("session.ended") => {
-                if let Some(sha) = field("cast_sha256") {
-                    entry.ended_sha = Some((i + 1, sha));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(Some(audited))
-}
-
-fn check_session(
-    date: &str,
-    dir: &Path,
-    id: &str,
-    m: &Metadata,
-    has_cast: bool,
-    audited: Option<Option<&Audited>>,
-    report: &mut VerifyReport,
-) -> Result<(), OfflineError> {
-    let problems = &mut report.problems;
-    let json = format!("{date}/{id}.json");
-    if m.session != id {
-        problems.push(format!("{json}: describes session {}", m.session));
-    }
-    match meta::parse_time(&m.start) {
-        Some(t) if meta::paths(Path::new(""), id, t).0 != Path::new(date) => {
-            problems.push(format!(
-                "{json}: starts {} but is filed under {date}",
-                m.start
-            ));
-        }
-        Some(_) => {}
-        None => problems.push(format!("{json}: start {:?} is not a time", m.start)),
-    }
-    // `None`: no audit log at all (reported once); `Some(None)`: the log never names it.
-    if let Some(entry) = audited
-        && entry.and_then(|a| a.started.as_ref()).is_none()
-    {
-        problems.push(format!(
-            "{json}: no session.started audit event names this session"
-        ));
-    }
-    let in_progress = !m.complete && m.end_reason.is_none();
-    let Some(info) = &m.cast else {
-        if in_progress {
-            report.in_progress.push(format!("{date}/{id}"));
-        } else if has_cast {
-            problems.push(format!(
-                "{date}/{id}.cast: not described by its metadata (no sha256)"
-            ));
-        }
-        return Ok(());
-    };
-    if info.file != format!("{id}.cast") {
-        problems.push(format!(
-            "{json}: names recording {:?}, not {id}.cast",
-            info.file
-        ));
-        return Ok(());
-    }
-    if !has_cast {
-        problems.push(format!("{json}: its recording {id}.cast is missing"));
-        return Ok(());
-    }
-    let path = dir.join(&info.file);
-    let (sha, size) = cast::sha256_file(&path).map_err(|source| OfflineError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let cast = format!("{date}/{id}.cast");
-    if size != info.size {
-        problems.push(format!(
-            "{cast}: size {size} differs from its metadata ({})",
-            info.size
-        ));
-    }
-    if sha != info.sha256 {
-        problems.push(format!("{cast}: sha256 differs from its metadata"));
-    }
-    if let Some((line, audited_sha)) = audited.flatten().and_then(|a| a.ended_sha.as_ref())
-        && *audited_sha != info.sha256
-    {
-        problems.push(format!(
-            "{json}: sha256 differs from the session.ended audit event (audit.jsonl line {line})"
-        ));
-    }
-    Ok(())
+/// A session id prefix as `find` matches it (lower case), if it can match anything.
+pub fn session_prefix_of(text: &str) -> Option<String> {
+    let prefix = text.to_ascii_lowercase();
+    (!prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_hexdigit())).then_some(prefix)
 }
 
 /// The session whose id starts with `session_prefix` (case-insensitive), and its recording.
 pub fn find(root: &Path, session_prefix: &str) -> Result<(Metadata, PathBuf), OfflineError> {
-    let prefix = session_prefix.to_ascii_lowercase();
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let Some(prefix) = session_prefix_of(session_prefix) else {
         return Err(OfflineError::NotFound(session_prefix.to_owned()));
-    }
+    };
     let found: Vec<PathBuf> = meta::session_jsons(root)?
         .into_iter()
         .filter(|p| {
@@ -596,4 +374,4 @@ pub async fn play(
 
 #[cfg(test)]
 #[path = "offline_tests.rs"]
-mod tests;
+pub(crate) mod tests;

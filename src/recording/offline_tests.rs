@@ -10,17 +10,17 @@ use crate::recording::meta::CastInfo;
 use crate::recording::recover;
 
 /// 2026-11-22T10:00:00Z
-const DAY: u64 = 1_795_341_600;
+pub(crate) const DAY: u64 = 1_795_341_600;
 
-struct Spec<'a> {
-    id: Option<&'a str>,
-    identity: &'a str,
-    target: (&'a str, &'a str),
-    action: &'a str,
-    incident: Option<&'a str>,
-    end_reason: Option<&'a str>,
-    start: u64,
-    output: &'a [&'a str],
+pub(crate) struct Spec<'a> {
+    pub id: Option<&'a str>,
+    pub identity: &'a str,
+    pub target: (&'a str, &'a str),
+    pub action: &'a str,
+    pub incident: Option<&'a str>,
+    pub end_reason: Option<&'a str>,
+    pub start: u64,
+    pub output: &'a [&'a str],
 }
 
 impl Default for Spec<'_> {
@@ -39,7 +39,7 @@ impl Default for Spec<'_> {
 }
 
 /// A session as the gateway leaves it: audit events around a finished recording.
-fn session(root: &Path, audit: &AuditLog, spec: Spec) -> Metadata {
+pub(crate) fn session(root: &Path, audit: &AuditLog, spec: Spec) -> Metadata {
     let id = spec.id.map_or_else(meta::new_session_id, str::to_owned);
     let start = UNIX_EPOCH + Duration::from_secs(spec.start);
     let (dir, cast_path, json) = meta::paths(root, &id, start);
@@ -94,13 +94,13 @@ fn session(root: &Path, audit: &AuditLog, spec: Spec) -> Metadata {
     m
 }
 
-fn fixture() -> (tempfile::TempDir, AuditLog) {
+pub(crate) fn fixture() -> (tempfile::TempDir, AuditLog) {
     let root = tempfile::tempdir().unwrap();
     let audit = AuditLog::open(&root.path().join("audit.jsonl")).unwrap();
     (root, audit)
 }
 
-fn cast_of(root: &Path, m: &Metadata) -> PathBuf {
+pub(crate) fn cast_of(root: &Path, m: &Metadata) -> PathBuf {
     let start = meta::parse_time(&m.start).unwrap();
     meta::paths(root, &m.session, start).1
 }

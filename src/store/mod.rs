@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
@@ -122,6 +122,9 @@ impl Store {
         }
         builder = builder
             .with_bucket_name(&config.bucket)
+            // x-amz-checksum-sha256 on every upload: the store checks what it received, and
+            // buckets with Object Lock accept only uploads that carry a checksum.
+            .with_checksum_algorithm(Checksum::SHA256)
             .with_virtual_hosted_style_request(!config.path_style)
             .with_client_options(
                 ClientOptions::new()

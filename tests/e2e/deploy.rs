@@ -3,7 +3,8 @@
 //! passes `hadolint` (and both tools are shown to reject a broken input), the shipped
 //! configuration parses and matches the Deployment's mounts, ports and grace period, and
 //! the image's build context holds what the build reads. The cluster side (RBAC in the
-//! devcluster, the real gateway through it) is in `deploy/cluster.rs`.
+//! devcluster, the real gateway through it) is in `deploy/cluster.rs`; the recordings
+//! store, switched on as the docs say, in `deploy/store.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -15,6 +16,7 @@ use super::gateway_support::keygen;
 use super::support::{run, text};
 
 mod cluster;
+mod store;
 
 /// The Kubernetes version the manifests are validated against (the devcluster's too).
 const KUBERNETES_VERSION: &str = "1.33.0";

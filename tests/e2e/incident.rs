@@ -2,7 +2,8 @@
 //! names), checked with real kubectl: the objects and their hardening, the RBAC they
 //! grant (and do not grant), idempotent re-runs that keep the host key, the list, a close
 //! that leaves nothing behind, names that belong to someone else left alone, and the
-//! `--dry-run` YAML passing `kubernetes-validate --strict`.
+//! `--dry-run` YAML passing `kubernetes-validate --strict`, with and without a recordings
+//! store, whose Secret must exist and whose URL is checked before any cluster call.
 
 use serde_json::Value;
 
@@ -260,6 +261,82 @@ async fn open_refuses_what_is_not_its_own_and_missing_namespaces() {
         "{}",
         text(&out.stderr)
     );
+    // A --store-secret that does not exist: the pod could never start, nothing is made.
+    let store = [
+        "open",
+        "INC-9",
+        "-n",
+        "payments",
+        "--ca-pub",
+        ca,
+        "--store",
+        "s3://rec/incidents",
+        "--store-secret",
+        "nope",
+    ];
+    let out = run(incident(&cluster, &store), None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("secret podgate/nope (--store-secret)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let left = kubectl_json(
+        &cluster,
+        &[
+            "get",
+            "serviceaccounts",
+            "-A",
+            "-l",
+            "podgate.dev/incident=INC-9",
+        ],
+    )
+    .await;
+    assert_eq!(left["items"], serde_json::json!([]));
+    // Once the Secret exists, the pod takes its environment from it.
+    let mut cmd = cluster.kubectl();
+    cmd.args(["create", "--validate=false", "-f", "-"]);
+    let manifest = br#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nope", "namespace": "podgate"}, "data": {"AWS_ACCESS_KEY_ID": "aw==", "AWS_SECRET_ACCESS_KEY": "cw=="}}"#;
+    let out = run(cmd, Some(manifest)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(incident(&cluster, &store), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("recordings: s3://rec/incidents/INC-9 (credentials: Secret podgate/nope)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let pod = kubectl_json(
+        &cluster,
+        &["-n", "podgate", "get", "pod", "podgate-inc-inc-9"],
+    )
+    .await;
+    assert_eq!(
+        pod["spec"]["containers"][0]["envFrom"],
+        serde_json::json!([{"secretRef": {"name": "nope", "optional": false}}])
+    );
+    let out = run(incident(&cluster, &["close", "INC-9"]), None).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A bad store URL is refused before the kubeconfig is even read.
+    let mut cmd = podgate(&[
+        "incident",
+        "open",
+        "INC-9",
+        "-n",
+        "payments",
+        "--store",
+        "gs://rec/incidents",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    cmd.env_remove("KUBECONFIG");
+    let out = run(cmd, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "podgate: --store: recordings_store \"gs://rec/incidents\" must start with s3://\n"
+    );
     // Not an incident ID.
     let out = run(
         incident(
@@ -282,33 +359,61 @@ async fn dry_run_yaml_passes_strict_validation() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("user_ca.pub");
     std::fs::write(&ca, CA).unwrap();
-    let mut cmd = podgate(&[
-        "incident",
-        "open",
-        "INC-10",
-        "-n",
-        "payments",
-        "-n",
-        "y",
-        "--ca-pub",
-        ca.to_str().unwrap(),
-        "--cluster",
-        "prod",
-        "--service-type",
-        "LoadBalancer",
-        "--dry-run",
-    ]);
-    cmd.env_remove("KUBECONFIG");
-    let out = run(cmd, None).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let yaml = dir.path().join("incident.yaml");
-    std::fs::write(&yaml, &out.stdout).unwrap();
-    let mut validate = tokio::process::Command::new("kubernetes-validate");
-    validate.args(["--strict", "-k", "1.33.0"]).arg(&yaml);
-    let checked = run(validate, None).await;
-    let report = text(&checked.stdout) + &text(&checked.stderr);
-    assert!(checked.status.success(), "{report}");
-    assert_eq!(report.matches(" passed ").count(), 9, "{report}");
+    let with_store: &[&str] = &[
+        "--store",
+        "s3://rec/incidents",
+        "--store-endpoint",
+        "http://minio.minio.svc:9000",
+        "--store-path-style",
+        "--store-allow-http",
+        "--store-secret",
+        "podgate-recordings-store",
+        "--service-account-annotation",
+        "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/podgate",
+    ];
+    let mut out = None;
+    for extra in [&[][..], with_store] {
+        let mut cmd = podgate(&[
+            "incident",
+            "open",
+            "INC-10",
+            "-n",
+            "payments",
+            "-n",
+            "y",
+            "--ca-pub",
+            ca.to_str().unwrap(),
+            "--cluster",
+            "prod",
+            "--service-type",
+            "LoadBalancer",
+            "--dry-run",
+        ]);
+        cmd.args(extra).env_remove("KUBECONFIG");
+        let printed = run(cmd, None).await;
+        assert!(printed.status.success(), "{}", text(&printed.stderr));
+        let stdout = text(&printed.stdout);
+        assert_eq!(
+            stdout.contains("\"envFrom\""),
+            !extra.is_empty(),
+            "{extra:?}: {stdout}"
+        );
+        assert_eq!(
+            stdout.contains(r#"url: \"s3://rec/incidents/INC-10\""#),
+            !extra.is_empty(),
+            "{extra:?}: {stdout}"
+        );
+        std::fs::write(&yaml, &printed.stdout).unwrap();
+        let mut validate = tokio::process::Command::new("kubernetes-validate");
+        validate.args(["--strict", "-k", "1.33.0"]).arg(&yaml);
+        let checked = run(validate, None).await;
+        let report = text(&checked.stdout) + &text(&checked.stderr);
+        assert!(checked.status.success(), "{extra:?}: {report}");
+        assert_eq!(report.matches(" passed ").count(), 9, "{extra:?}: {report}");
+        out = Some(printed);
+    }
+    let out = out.unwrap();
 
     // The validator is not a rubber stamp: an unknown field fails.
     let bad = text(&out.stdout).replacen("\"activeDeadlineSeconds\"", "\"activeDeadlineSecs\"", 1);
