@@ -39,6 +39,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// The file `DATE/SESSION.EXT` of `session` in the recordings directory `root`, if it exists.
+pub fn session_file(root: &Path, session: &str, ext: &str) -> Option<PathBuf> {
+    let name = format!("{session}.{ext}");
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .map(|day| day.path().join(&name))
+        .find(|p| p.is_file())
+}
+
 pub struct StoreGateway {
     /// The cluster, the user CA and keys, the `ssh` client (and an in-process gateway
     /// without a store, unused here).
@@ -82,6 +92,20 @@ impl StoreGateway {
         let s3 = &self.s3;
         self.process = ServeProcess::start_with(&self.config, true, |c| s3.credentials(c)).await;
         self.gw.trust_port(self.process.ssh_port);
+    }
+
+    /// Move the (stopped) gateway to a fresh spool `name`, as the next pod of the same
+    /// incident would start.
+    pub fn new_spool(&mut self, name: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let old = format!(
+            "recordings: {}\n",
+            self.spool.file_name().unwrap().display()
+        );
+        assert!(text.contains(&old), "{text}");
+        let text = text.replace(&old, &format!("recordings: {name}\n"));
+        std::fs::write(&self.config, text).unwrap();
+        self.spool = self.spool.with_file_name(name);
     }
 
     /// `ssh` to the gateway process.
@@ -151,12 +175,7 @@ impl StoreGateway {
 
     /// The spool file `DATE/SESSION.EXT` of `session`, if it exists.
     pub fn spool_file(&self, session: &str, ext: &str) -> Option<PathBuf> {
-        let name = format!("{session}.{ext}");
-        std::fs::read_dir(&self.spool)
-            .ok()?
-            .flatten()
-            .map(|day| day.path().join(&name))
-            .find(|p| p.is_file())
+        session_file(&self.spool, session, ext)
     }
 
     /// The key of a spool file, relative to the prefix (the layout mirrors the spool).
