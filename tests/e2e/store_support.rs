@@ -118,22 +118,18 @@ impl StoreGateway {
         events(&self.spool)
     }
 
-    /// Whether an audit event `name` with `field` equal to `value` (any, if `None`) exists.
-    pub fn has_event(&self, name: &str, field: Option<(&str, &str)>) -> bool {
+    /// The first audit event `name` (with `field` = (key, value), if given).
+    pub fn event(&self, name: &str, field: Option<(&str, &str)>) -> Option<Value> {
         self.events()
-            .iter()
-            .any(|e| e["event"] == name && field.is_none_or(|(k, v)| e[k].as_str() == Some(v)))
+            .into_iter()
+            .find(|e| e["event"] == name && field.is_none_or(|(k, v)| e[k].as_str() == Some(v)))
     }
 
-    /// Wait until an audit event `name` (with `field` equal to `value`, if given) is
-    /// written; return it.
+    /// Wait until an audit event `name` (with `field`, if given) is written; return it.
     pub async fn wait_event(&self, name: &str, field: Option<(&str, &str)>) -> Value {
         wait_for(&format!("a {name} audit event {field:?}"), || async move {
-            let events = self.events();
-            let found = events.iter().find(|e| {
-                e["event"] == name && field.is_none_or(|(k, v)| e[k].as_str() == Some(v))
-            });
-            found.cloned().ok_or_else(|| {
+            self.event(name, field).ok_or_else(|| {
+                let events = self.events();
                 let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
                 format!("events {names:?}")
             })
@@ -235,9 +231,11 @@ impl StoreGateway {
         out
     }
 
-    /// `session`'s `.cast` and `.json` are in the bucket byte for byte as in the spool, the
-    /// marker names them with their sizes and SHA-256, and no live part is left.
-    pub fn assert_shipped_identical(&self, session: &str, marker: &Value) {
+    /// Wait until `session` is shipped: its `.cast` and `.json` are in the bucket byte for
+    /// byte as in the spool, the marker names them with their sizes and SHA-256, and (once
+    /// deleted, after the marker) no live part is left. Returns the marker.
+    pub async fn wait_shipped_identical(&self, session: &str) -> Value {
+        let marker = self.wait_shipped(session).await;
         for ext in ["cast", "json"] {
             let path = self.spool_file(session, ext).unwrap();
             let rel = self.rel(&path);
@@ -267,11 +265,16 @@ impl StoreGateway {
             );
             assert_eq!(listed["sha256"], sha256_hex(&spooled), "{marker}");
         }
-        assert_eq!(
-            self.parts(session),
-            Vec::<String>::new(),
-            "parts left behind"
-        );
+        wait_for(&format!("the parts of {session} deleted"), || async move {
+            let parts = self.parts(session);
+            if parts.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{parts:?}"))
+            }
+        })
+        .await;
+        marker
     }
 
     /// The audit segments of this spool in the bucket, concatenated in offset order, after
