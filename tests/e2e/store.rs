@@ -101,14 +101,7 @@ async fn the_offline_tools_read_and_verify_the_bucket() {
         .collect();
     assert_eq!(chains.len(), 2, "{:?}", sg.s3.keys());
 
-    let out = run(sg.offline(&["recordings", "verify"]), None).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "verify --store: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    sg.assert_store_verifies().await;
 
     let out = run(sg.offline(&["recordings", "list", "--json"]), None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -228,14 +228,7 @@ async fn a_killed_gateway_ships_the_repaired_recording_on_restart() {
     );
     // The chain goes on across the restart (same spool, same audit chain): the bucket verifies.
     sg.wait_audit_shipped("recording.shipped", &session).await;
-    let out = run(sg.offline(&["recordings", "verify"]), None).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "verify --store: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    sg.assert_store_verifies().await;
 }
 
 /// With the server down, a session fills the spool past `spool_max_size`: the next session

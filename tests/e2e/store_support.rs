@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::gateway_process::{events, get, parse_metrics, process_config};
 use super::gateway_support::{ServeProcess, TestGateway};
 use super::s3_server::S3Server;
-use super::support::DEADLINE;
+use super::support::{DEADLINE, text};
 
 /// The key prefix every store test ships under (as `incident open` would: one per incident).
 pub const PREFIX: &str = "incidents/inc-42";
@@ -331,6 +331,13 @@ impl StoreGateway {
             },
         )
         .await
+    }
+
+    /// `podgate recordings verify --store ...` accepts the bucket.
+    pub async fn assert_store_verifies(&self) {
+        let out = super::support::run(self.offline(&["recordings", "verify"]), None).await;
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "verify --store: {said}");
     }
 
     /// `podgate ARGS... --store ...` for this bucket, with the credentials.
