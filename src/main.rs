@@ -480,6 +480,12 @@ async fn recordings_verify(dir: Option<std::path::PathBuf>, args: &StoreArgs) ->
             None => eprintln!("podgate: still recording (or not recovered yet): {s}"),
         }
     }
+    if report.shipped_away > 0 {
+        eprintln!(
+            "podgate: {} session(s) shipped to the recordings store and removed from this spool; verify them with --store",
+            report.shipped_away
+        );
+    }
     println!(
         "{}: {} audit lines, {} sessions, {} problem(s)",
         if report.ok() { "ok" } else { "BROKEN" },

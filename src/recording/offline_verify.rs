@@ -37,6 +37,10 @@ pub struct VerifyReport {
     /// Of those, the ones whose transcript exists only as live parts (read from a store),
     /// with the bytes of transcript the parts hold.
     pub from_parts: BTreeMap<String, u64>,
+    /// Sessions whose files are gone from this directory because the audit log says they
+    /// were shipped to a recordings store (`recording.shipped`) and the spool was cleaned:
+    /// verify them in the store (`--store`).
+    pub shipped_away: usize,
     /// One line per problem, naming the file (and line) at fault. Empty when all is well.
     pub problems: Vec<String>,
 }
@@ -104,6 +108,8 @@ enum Recording {
 struct Audited {
     started: Option<(String, String)>,
     ended_sha: Option<(String, String)>,
+    /// The store a `recording.shipped` event names.
+    shipped_to: Option<String>,
 }
 
 /// Check the directory's audit chain (`ROOT/audit.jsonl`), every metadata file against its
@@ -188,6 +194,10 @@ pub fn verify_from(root: &Path, sources: &Sources) -> Result<VerifyReport, Offli
                 && RECORDED_ACTIONS.contains(&action.as_str())
                 && !with_metadata.contains(id)
             {
+                if a.shipped_to.is_some() {
+                    report.shipped_away += 1;
+                    continue;
+                }
                 report.problems.push(format!(
                     "{place}: session {id} ({action}) has no metadata file"
                 ));
@@ -262,6 +272,7 @@ fn verify_audit(
                     entry.ended_sha = Some((place(i + 1), sha));
                 }
             }
+            Some("recording.shipped") => entry.shipped_to = field("store"),
             _ => {}
         }
     }

@@ -38,11 +38,6 @@ impl Health {
         }
     }
 
-    #[cfg(test)]
-    pub(super) fn backlog_bytes(&self) -> u64 {
-        self.backlog.bytes
-    }
-
     /// Take a round's outcome (`error` is `None` when it succeeded); returns the audit
     /// events its changes call for.
     pub(super) fn update(
@@ -97,7 +92,12 @@ mod tests {
             events.into_iter().map(|(n, _)| n).collect()
         };
         let over = || Some("the spool holds 9 bytes not shipped (spool_max_size 8)".to_owned());
-        type Step = (Option<&'static str>, Option<String>, &'static [&'static str], bool);
+        type Step = (
+            Option<&'static str>,
+            Option<String>,
+            &'static [&'static str],
+            bool,
+        );
         let steps: [Step; 6] = [
             (None, None, &[], true),
             (

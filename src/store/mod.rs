@@ -61,10 +61,12 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub enum StoreError {
     #[error("recordings store {url}: {message}")]
     Setup { url: String, message: String },
-    #[error("recordings store: {key}: {source}")]
+    /// `error` is not a `#[source]`: its text is already in the message, and chained
+    /// error printing would repeat it.
+    #[error("recordings store: {key}: {error}")]
     Remote {
         key: String,
-        source: object_store::Error,
+        error: object_store::Error,
     },
     #[error("recordings store: {key} is missing")]
     NotFound { key: String },
@@ -198,9 +200,9 @@ impl Store {
         let key = rel.to_owned();
         move |source| match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound { key: key.clone() },
-            source => StoreError::Remote {
+            error => StoreError::Remote {
                 key: key.clone(),
-                source,
+                error,
             },
         }
     }
@@ -371,9 +373,14 @@ impl Store {
             Some(self.path(rel_prefix))
         };
         let mut stream = self.inner.list(base.as_ref());
+        let listed = if rel_prefix.is_empty() {
+            "(listing)"
+        } else {
+            rel_prefix
+        };
         let mut out = Vec::new();
         while let Some(item) = stream.next().await {
-            let meta = item.map_err(self.remote(rel_prefix))?;
+            let meta = item.map_err(self.remote(listed))?;
             if let Some(rel) = self.relative(&meta.location) {
                 out.push((rel, meta.size));
             }
