@@ -122,8 +122,7 @@ pub struct OpenArgs {
     pub kube: KubeArgs,
 }
 
-/// Where an incident gateway ships its recordings (docs/OPERATIONS.md, "Recordings in
-/// object storage").
+/// Where an incident gateway ships its recordings (docs/RECORDINGS-STORE.md).
 #[derive(Debug, clap::Args)]
 pub struct IncidentStoreArgs {
     /// Ship recordings to this bucket: s3://BUCKET/PREFIX; the incident's go under
@@ -131,18 +130,8 @@ pub struct IncidentStoreArgs {
     /// ServiceAccount (see --service-account-annotation)
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
-    /// S3-compatible server, e.g. https://minio.example:9000
-    #[arg(long, value_name = "URL", requires = "store")]
-    pub store_endpoint: Option<String>,
-    /// Region of the bucket (default: AWS_REGION in the pod's environment, else us-east-1)
-    #[arg(long, value_name = "REGION", requires = "store")]
-    pub store_region: Option<String>,
-    /// Path-style requests (ENDPOINT/BUCKET/KEY), for most S3-compatible servers
-    #[arg(long, requires = "store")]
-    pub store_path_style: bool,
-    /// Allow a plain-HTTP --store-endpoint
-    #[arg(long, requires = "store")]
-    pub store_allow_http: bool,
+    #[command(flatten)]
+    pub location: StoreLocation,
     /// Secret in the gateway namespace whose keys (AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, AWS_REGION) become the pod's
     /// environment; the pod does not start without it. Without this flag the pod relies on
@@ -176,18 +165,35 @@ pub struct StoreArgs {
     /// credentials from the AWS_* environment variables or instance metadata
     #[arg(long, value_name = "URL", conflicts_with = "recordings")]
     pub store: Option<String>,
-    /// S3-compatible endpoint (e.g. https://minio:9000)
+    #[command(flatten)]
+    pub location: StoreLocation,
+}
+
+/// How to reach the bucket of `--store`, for the offline tools and `incident open` alike.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreLocation {
+    /// S3-compatible server, e.g. https://minio.example:9000
     #[arg(long, value_name = "URL", requires = "store")]
     pub store_endpoint: Option<String>,
-    /// Region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
+    /// Region of the bucket (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
     #[arg(long, value_name = "REGION", requires = "store")]
     pub store_region: Option<String>,
-    /// Path-style requests (most S3-compatible servers want them)
+    /// Path-style requests (ENDPOINT/BUCKET/KEY), for most S3-compatible servers
     #[arg(long, requires = "store")]
     pub store_path_style: bool,
-    /// Allow an http:// endpoint
+    /// Allow a plain-HTTP --store-endpoint
     #[arg(long, requires = "store")]
     pub store_allow_http: bool,
+}
+
+impl StoreLocation {
+    /// Whether any of the options was given.
+    pub fn any(&self) -> bool {
+        self.store_endpoint.is_some()
+            || self.store_region.is_some()
+            || self.store_path_style
+            || self.store_allow_http
+    }
 }
 
 #[derive(Debug, clap::Args)]

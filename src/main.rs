@@ -407,23 +407,20 @@ enum Recordings {
 /// The directory or the bucket (clap has checked that exactly one is given).
 fn recordings(dir: Option<std::path::PathBuf>, args: &StoreArgs) -> Result<Recordings> {
     let Some(url) = &args.store else {
-        if args.store_endpoint.is_some()
-            || args.store_region.is_some()
-            || args.store_path_style
-            || args.store_allow_http
-        {
+        if args.location.any() {
             bail!("the --store-* options need --store URL");
         }
         return dir
             .map(Recordings::Dir)
             .context("either --recordings DIR or --store URL is required");
     };
+    let l = &args.location;
     let config = StoreConfig::for_reading(
         url,
-        args.store_endpoint.clone(),
-        args.store_region.clone(),
-        args.store_path_style,
-        args.store_allow_http,
+        l.store_endpoint.clone(),
+        l.store_region.clone(),
+        l.store_path_style,
+        l.store_allow_http,
     )
     .map_err(|e| anyhow::anyhow!("--store {url}: {e}"))?;
     Ok(Recordings::Store(Store::connect(&config)?))

@@ -82,10 +82,10 @@ fn read(path: &Path, what: &str) -> Result<String> {
 fn store_spec(args: &IncidentStoreArgs) -> Option<incident::StoreSpec> {
     Some(incident::StoreSpec {
         url: args.store.clone()?,
-        endpoint: args.store_endpoint.clone(),
-        region: args.store_region.clone(),
-        path_style: args.store_path_style,
-        allow_http: args.store_allow_http,
+        endpoint: args.location.store_endpoint.clone(),
+        region: args.location.store_region.clone(),
+        path_style: args.location.store_path_style,
+        allow_http: args.location.store_allow_http,
         secret: args.store_secret.clone(),
     })
 }

@@ -1,4 +1,4 @@
-//! deploy/'s recordings store, switched on the way docs/OPERATIONS.md says: the commented
+//! deploy/'s recordings store, switched on the way docs/RECORDINGS-STORE.md says: the commented
 //! `recordings_store` block of config.yaml parses once uncommented, states the parser's
 //! own defaults and keeps the spool within the claim; the Deployment takes the optional
 //! Secret as its environment; and with the commented Secret generator enabled, kustomize
