@@ -45,16 +45,16 @@ async fn serve_refuses_bad_configuration() {
         "{stderr}"
     );
 
-    // Fail closed on what this version cannot honour.
+    // A recordings store never takes credentials from the file.
     std::fs::write(
         &cfg,
-        format!("{base}recordings_store: s3://bucket/prefix\n"),
+        format!("{base}recordings_store: {{url: 's3://bucket/prefix', secret_access_key: x}}\n"),
     )
     .unwrap();
     let out = run(podgate(&["serve", "--config", cfg.to_str().unwrap()]), None).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("recordings_store"),
+        text(&out.stderr).contains("recordings_store: unknown field `secret_access_key`"),
         "{}",
         text(&out.stderr)
     );
