@@ -24,13 +24,12 @@
 //! its volume) is lost; a restart on the same volume ships it. The age of unshipped data
 //! is counted from when a round first saw it unshipped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +39,7 @@ use super::{Digest256, Store, StoreConfig, StoreError, keys, verified};
 use crate::config::WhenSpoolFull;
 use crate::gateway::Gateway;
 use crate::metrics::store::{StoreMetrics, UploadKind};
+use crate::recording::audit::sha256_hex;
 use crate::recording::meta;
 
 /// Largest audit segment uploaded at once.
@@ -82,13 +82,6 @@ pub struct Shipping {
     gateway_id: Mutex<String>,
     wake: Notify,
     health: Mutex<Health>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn now_rfc3339() -> String {
@@ -185,16 +178,22 @@ impl Shipping {
         }
     }
 
-    /// One round; returns whether everything it tried succeeded.
+    /// One round; returns whether the store took everything it was sent (a local problem
+    /// with one item does not count: see `note`).
     async fn round(&self, gateway: &dyn Outlet, state: &mut RoundState) -> bool {
         let started = SystemTime::now();
         let mut pending: Vec<(String, u64)> = Vec::new();
         let mut error: Option<StoreError> = None;
         let mut store_down = false;
+        // Only the store's own failures make it "down" (and the round a failure); a local
+        // problem concerns one item, which stays pending, so its age counts towards the
+        // spool's limits.
         let note = |e: StoreError, down: &mut bool, error: &mut Option<StoreError>| {
-            *down |= !is_local(&e);
             tracing::warn!(error = %e, "shipping recordings");
-            error.get_or_insert(e);
+            if !is_local(&e) {
+                *down = true;
+                error.get_or_insert(e);
+            }
         };
 
         match self.ship_audit(gateway).await {
@@ -209,19 +208,24 @@ impl Shipping {
         let scanned = tokio::task::spawn_blocking(move || spool::scan(&root)).await;
         let (entries, unreadable) = match scanned {
             Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "the spool cannot be read");
-                (Vec::new(), Vec::new())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the spool scan failed");
+            failed => {
+                // Nothing can be said of what is waiting: count the spool as one pending
+                // item, so that its age reaches spool_max_age if this lasts (fail closed).
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => String::new(),
+                };
+                tracing::error!(error = %why, "the spool cannot be read");
+                pending.push(("spool".into(), 1));
                 (Vec::new(), Vec::new())
             }
         };
-        let mut seen = Vec::with_capacity(entries.len());
+        let mut seen = HashSet::with_capacity(entries.len());
         for entry in &entries {
-            seen.push(entry.session.clone());
+            seen.insert(entry.session.clone());
             if let Some(marker) = &entry.marker {
+                state.live.remove(&entry.session);
                 self.clean_up(entry, marker, started);
                 continue;
             }
