@@ -282,3 +282,36 @@ async fn a_full_spool_refuses_new_sessions_until_it_drains() {
     let first = &sg.sessions()[0];
     sg.wait_shipped_identical(first).await;
 }
+
+/// `spool_max_age` with `when_spool_full: accept` (fail open, loudly): the spool goes over
+/// its age limit while the store is down, the transition is audited with the setting, and
+/// sessions are still accepted and recorded, `/readyz` staying 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_spool_fails_open_when_configured_to() {
+    let mut sg = StoreGateway::start(&["spool_max_age: 1s", "when_spool_full: accept"]).await;
+    let alice = sg.gw.alice().await;
+    sg.wait_metric("podgate_store_up", 1.0).await;
+    sg.s3.stop().await;
+
+    let echo = ["exec", "payments/payments-api-0", "--", "echo", "hello"];
+    let out = run(sg.ssh(&alice, "alice", &echo), None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let over = sg
+        .wait_event("spool.over_limit", Some(("when_spool_full", "accept")))
+        .await;
+    let reason = over["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("spool_max_age 1s"), "{over}");
+    sg.wait_metric("podgate_spool_over_limit", 1.0).await;
+
+    let out = run(sg.ssh(&alice, "alice", &echo), None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(sg.readyz().await.0, 200);
+    assert!(sg.event("session.denied", None).is_none());
+
+    sg.s3.restart().await;
+    sg.wait_event("spool.within_limit", None).await;
+    for session in sg.sessions() {
+        sg.wait_shipped_identical(&session).await;
+    }
+}
