@@ -146,3 +146,58 @@ async fn a_session_ships_in_parts_then_whole_and_the_spool_drains() {
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.shipped_away, 1);
 }
+
+#[tokio::test]
+async fn stopping_ships_what_ended_since_the_last_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    let audit = crate::recording::audit::AuditLog::open(&root.join("audit.jsonl")).unwrap();
+    let store = Store::from_object_store(Arc::new(InMemory::new()), "gw", "s3://rec/gw");
+    // ship_every 30 s and no wake: only the last round, on stop, can ship the session.
+    let shipping =
+        Arc::new(Shipping::new(store.clone(), &root, config(Duration::from_secs(3600))).unwrap());
+    let sink = Arc::new(Sink {
+        audit,
+        events: Mutex::default(),
+        metrics: StoreMetrics::default(),
+    });
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(shipping.clone().run(sink.clone(), stop.clone(), tx));
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let m = meta::Metadata {
+        session: meta::new_session_id(),
+        action: "exec".into(),
+        ..Default::default()
+    };
+    let header = CastHeader {
+        width: 80,
+        height: 24,
+        ..Default::default()
+    };
+    let recorder = Recorder::start(&root, 0, m, &header, None).unwrap();
+    recorder.output(Stream::Stdout, b"late\n").unwrap();
+    recorder.finish("shutdown", Some(124)).unwrap();
+    let (entries, _) = spool::scan(&root).unwrap();
+    let entry = entries.into_iter().next().unwrap();
+    let key = keys::session_cast(&entry.date, &entry.session);
+    assert!(
+        store.get_bytes(&key, u64::MAX).await.is_err(),
+        "not shipped yet"
+    );
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        object(&store, &key).await,
+        std::fs::read(&entry.cast).unwrap()
+    );
+    assert!(spool::read_marker(&entry.json).unwrap().is_some());
+}
