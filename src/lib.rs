@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod policy;
 pub mod recording;
 pub mod request;
+pub mod review;
 pub mod revocation_watch;
 pub mod server;
 pub mod shutdown;

@@ -1,0 +1,5 @@
+//! `podgate review` (issue 10): a local, read-only web page for incident review. Work in
+//! progress: the pages (`html`) exist and are tested; the HTTP server, the asciinema-player
+//! assets and the browser test do not yet.
+
+pub mod html;
