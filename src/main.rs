@@ -429,14 +429,9 @@ fn recordings(dir: Option<std::path::PathBuf>, args: &StoreArgs) -> Result<Recor
 async fn recordings_list(args: ListArgs) -> Result<u8> {
     let since = match &args.since {
         None => None,
-        Some(text) => Some(match humantime::parse_duration(text) {
-            Ok(d) => SystemTime::now()
-                .checked_sub(d)
-                .context("--since is too far back")?,
-            Err(_) => humantime::parse_rfc3339_weak(text).with_context(|| {
-                format!("--since {text:?}: a duration (2h) or an RFC 3339 time")
-            })?,
-        }),
+        Some(text) => Some(
+            offline::parse_since(text, SystemTime::now()).map_err(|e| anyhow::anyhow!("--{e}"))?,
+        ),
     };
     let filter = offline::Filter {
         identity: args.identity,

@@ -73,6 +73,18 @@ pub enum OfflineError {
     BadSpeed(f64),
 }
 
+/// `--since` (and the review page's `since`): a duration back from `now` (`2h`) or an
+/// RFC 3339 time.
+pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) => now
+            .checked_sub(d)
+            .ok_or_else(|| format!("since {text:?} is too far back")),
+        Err(_) => humantime::parse_rfc3339_weak(text)
+            .map_err(|_| format!("since {text:?}: a duration (2h) or an RFC 3339 time")),
+    }
+}
+
 /// The sessions under `root` that match `filter`, oldest first. Unreadable metadata is
 /// skipped (and logged); `verify` reports it.
 pub fn list(root: &Path, filter: &Filter) -> Result<Vec<Metadata>, OfflineError> {
