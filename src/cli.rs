@@ -41,6 +41,8 @@ pub enum Command {
     Recordings(RecordingsCommand),
     /// Replay a recorded session in the terminal
     Replay(ReplayArgs),
+    /// A local, read-only web page for reviewing recordings
+    Review(ReviewArgs),
     /// Per-incident gateway pods: open, list, close
     #[command(subcommand)]
     Incident(IncidentCommand),
@@ -232,6 +234,19 @@ pub struct ListArgs {
     /// JSON (one metadata object per line) instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// The recordings directory
+    #[arg(long, value_name = "DIR")]
+    pub recordings: PathBuf,
+    /// Where to serve the page (loopback unless --allow-remote)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Serve on a non-loopback address (the recordings become readable from the network)
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, clap::Args)]

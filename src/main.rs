@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use podgate::cli::{
     CertCommand, Cli, Command, DevArgs, DevclusterArgs, ExplainArgs, IssueArgs, ListArgs,
-    PolicyCommand, RecordingsCommand, ReplayArgs, StoreArgs,
+    PolicyCommand, RecordingsCommand, ReplayArgs, ReviewArgs, StoreArgs,
 };
 use podgate::devcluster::{self, DevclusterError, Fixture};
 use podgate::policy::{Ask, Decision, Policy, Severity};
@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                 recordings_verify(args.recordings, &args.store).await
             }
             Command::Replay(args) => replay(args).await,
+            Command::Review(args) => review(args).await,
             Command::Incident(command) => incident_cmd::run(command).await,
         }
     });
@@ -486,6 +487,25 @@ async fn recordings_verify(dir: Option<std::path::PathBuf>, args: &StoreArgs) ->
         report.problems.len()
     );
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+async fn review(args: ReviewArgs) -> Result<u8> {
+    use podgate::review;
+    review::http::check_listen(args.listen, args.allow_remote).map_err(|e| anyhow::anyhow!(e))?;
+    anyhow::ensure!(
+        args.recordings.is_dir(),
+        "--recordings {}: not a directory",
+        args.recordings.display()
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    say!("podgate: review on http://{bound}/ (read-only; Ctrl-C to stop)");
+    let shutdown = podgate::shutdown::on_signal();
+    let state = std::sync::Arc::new(review::serve::Review::new(&args.recordings));
+    review::http::run(listener, state, shutdown).await;
+    Ok(0)
 }
 
 async fn replay(args: ReplayArgs) -> Result<u8> {
