@@ -230,6 +230,18 @@ pub fn session_jsons(root: &Path) -> Result<Vec<PathBuf>, MetaError> {
 
 /// Write `meta` to `path` atomically (see the module docs).
 pub fn write(path: &Path, meta: &Metadata) -> Result<(), MetaError> {
+    let mut bytes = serde_json::to_vec_pretty(meta).map_err(|source| MetaError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Replace `path` with `bytes` atomically: a temporary file in the same directory (mode
+/// 0600), fsync'd, renamed over `path`, then the directory fsync'd. A reader or a crash
+/// sees the old or the new content, never a mix; a crash may leave a `.NAME.tmp-*` file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetaError> {
     let err = |p: &Path| {
         let p = p.to_owned();
         move |source| MetaError::Io { path: p, source }
@@ -245,11 +257,6 @@ pub fn write(path: &Path, meta: &Metadata) -> Result<(), MetaError> {
             path: path.to_owned(),
             reason: "not a file name".into(),
         })?;
-    let mut bytes = serde_json::to_vec_pretty(meta).map_err(|source| MetaError::Json {
-        path: path.to_owned(),
-        source,
-    })?;
-    bytes.push(b'\n');
     let tmp = dir.join(format!(".{name}.tmp-{}", new_session_id()));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -257,7 +264,7 @@ pub fn write(path: &Path, meta: &Metadata) -> Result<(), MetaError> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

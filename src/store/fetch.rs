@@ -237,8 +237,8 @@ impl<'a> Reader<'a> {
         results.into_iter().collect()
     }
 
-    /// Download `pieces` in order into one file at `dest`, each through a scratch file.
-    /// Sizes are updated to what was read; returns where each piece starts in `dest`.
+    /// Download `pieces` in order into one file at `dest`. Sizes are updated to what was
+    /// read; returns where each piece starts in `dest`.
     async fn assemble(&self, pieces: &mut [Piece], dest: &Path) -> Result<Vec<u64>, FetchError> {
         let local = |path: &Path| {
             let path = path.to_owned();
@@ -248,27 +248,19 @@ impl<'a> Reader<'a> {
             tokio::fs::create_dir_all(dir).await.map_err(local(dir))?;
         }
         let mut out = create_private(dest).await?;
-        let scratch = self.root().join(".piece");
         let mut starts = Vec::with_capacity(pieces.len());
         let mut at = 0u64;
         for piece in pieces.iter_mut() {
             let got = self
                 .store
-                .get_to_file(&piece.key, &scratch)
+                .append_to(&piece.key, &mut out)
                 .await
                 .map_err(|e| self.store_err(e))?;
-            let mut file = tokio::fs::File::open(&scratch)
-                .await
-                .map_err(local(&scratch))?;
-            tokio::io::copy(&mut file, &mut out)
-                .await
-                .map_err(local(dest))?;
             piece.size = got.size;
             starts.push(at);
             at += got.size;
         }
         out.flush().await.map_err(local(dest))?;
-        let _ = tokio::fs::remove_file(&scratch).await;
         Ok(starts)
     }
 }

@@ -30,7 +30,7 @@ pub mod fetch;
 mod health;
 pub mod keys;
 pub mod ship;
-mod spool;
+pub mod spool;
 
 /// Environment variables passed to the S3 client: credentials (static, web identity,
 /// container), the region, and the STS endpoint web identity uses. Nothing else.
@@ -79,6 +79,9 @@ pub enum StoreError {
     Mismatch { key: String, message: String },
     #[error("recordings store: {key} is larger than {max} bytes")]
     TooLarge { key: String, max: u64 },
+    /// The spool's own files (state, markers, a recording read for shipping).
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }
 
 /// Size and SHA-256 (hex) of an object or of what was sent.
@@ -86,10 +89,6 @@ pub enum StoreError {
 pub struct Digest256 {
     pub size: u64,
     pub sha256: String,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A bucket and prefix, with the operations the shipper and the readers need. Keys given
@@ -211,7 +210,7 @@ impl Store {
     pub async fn put_bytes(&self, rel: &str, bytes: Vec<u8>) -> Result<Digest256, StoreError> {
         let digest = Digest256 {
             size: bytes.len() as u64,
-            sha256: hex(&Sha256::digest(&bytes)),
+            sha256: crate::recording::cast::hex(&Sha256::digest(&bytes)),
         };
         self.inner
             .put(&self.path(rel), PutPayload::from(bytes))
@@ -275,7 +274,7 @@ impl Store {
         }
         Ok(Digest256 {
             size: len,
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::recording::cast::hex(&hasher.finalize()),
         })
     }
 
@@ -310,6 +309,15 @@ impl Store {
         let digest = self.stream(rel, Some(&mut file), u64::MAX).await?;
         file.flush().await.map_err(local)?;
         Ok(digest)
+    }
+
+    /// Download `rel` onto the end of `sink` (joining live parts or audit segments).
+    pub async fn append_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        rel: &str,
+        sink: &mut W,
+    ) -> Result<Digest256, StoreError> {
+        self.stream(rel, Some(sink), u64::MAX).await
     }
 
     /// Download `rel` into memory, refusing objects larger than `max`.
@@ -360,7 +368,7 @@ impl Store {
         }
         Ok(Digest256 {
             size,
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::recording::cast::hex(&hasher.finalize()),
         })
     }
 

@@ -90,16 +90,13 @@ fn now_rfc3339() -> String {
 
 /// Errors of the spool itself (not of the store) concern one item; the round goes on.
 fn is_local(e: &StoreError) -> bool {
-    matches!(e, StoreError::Local { .. })
+    matches!(e, StoreError::Local { .. } | StoreError::Spool(_))
 }
 
 impl Shipping {
     /// Shipping for the spool `root` (the gateway's recordings directory).
     pub fn new(store: Store, root: &Path, config: StoreConfig) -> Result<Shipping, StoreError> {
-        let gateway_id = spool::spool_id(root).map_err(|e| StoreError::Local {
-            path: root.join(spool::SPOOL_ID),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let gateway_id = spool::spool_id(root)?;
         Ok(Shipping {
             store,
             root: root.to_owned(),
@@ -350,10 +347,7 @@ impl Shipping {
     /// Ship the audit log's new whole lines; on failure also say how much is left.
     async fn ship_audit(&self, gateway: &dyn Outlet) -> Result<u64, (StoreError, u64)> {
         let path = self.root.join(spool::AUDIT_LOG);
-        let local = |e: spool::SpoolError| StoreError::Local {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        };
+        let local = StoreError::Spool;
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut offset = spool::audit_shipped(&self.root).map_err(|e| (local(e), len))?;
         if len < offset {
@@ -439,11 +433,7 @@ impl Shipping {
             Ok(m) => m.len(),
             Err(_) => return Ok(0),
         };
-        let end =
-            spool::last_line_end(&entry.cast, live.offset, len).map_err(|e| StoreError::Local {
-                path: entry.cast.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let end = spool::last_line_end(&entry.cast, live.offset, len)?;
         if end > live.offset {
             let rel = keys::part(&entry.date, &entry.session, live.offset);
             self.upload_range(
@@ -517,12 +507,10 @@ impl Shipping {
         let json_path = entry.json.clone();
         tokio::task::spawn_blocking(move || spool::write_marker(&json_path, &marker))
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())))
-            .map_err(|source| StoreError::Local {
+            .map_err(|e| StoreError::Local {
                 path: spool::marker_path(&entry.json),
-                source,
-            })?;
+                source: std::io::Error::other(e.to_string()),
+            })??;
         gateway.event(
             "recording.shipped",
             json!({"session": entry.session, "store": self.url(), "objects": objects}),

@@ -32,6 +32,22 @@ fn config(keep: Duration) -> StoreConfig {
     c
 }
 
+/// A new `exec` recording of `session` in the spool `root`.
+fn exec_recording(root: &Path, session: &str) -> Recorder {
+    let m = meta::Metadata {
+        session: session.to_owned(),
+        identity: "alice".into(),
+        action: "exec".into(),
+        ..Default::default()
+    };
+    let header = CastHeader {
+        width: 80,
+        height: 24,
+        ..Default::default()
+    };
+    Recorder::start(root, 0, m, &header, None).unwrap()
+}
+
 async fn object(store: &Store, rel: &str) -> Vec<u8> {
     store.get_bytes(rel, u64::MAX).await.unwrap()
 }
@@ -57,18 +73,7 @@ async fn a_session_ships_in_parts_then_whole_and_the_spool_drains() {
     };
     let mut state = RoundState::default();
 
-    let m = meta::Metadata {
-        session: session.clone(),
-        identity: "alice".into(),
-        action: "exec".into(),
-        ..Default::default()
-    };
-    let header = CastHeader {
-        width: 80,
-        height: 24,
-        ..Default::default()
-    };
-    let recorder = Recorder::start(root, 0, m, &header, None).unwrap();
+    let recorder = exec_recording(root, &session);
     recorder.output(Stream::Stdout, b"first line\n").unwrap();
     recorder.tick().unwrap();
     // The writer flushes at least every second; finish a line and flush by closing the
@@ -169,17 +174,7 @@ async fn stopping_ships_what_ended_since_the_last_round() {
         .unwrap()
         .unwrap();
 
-    let m = meta::Metadata {
-        session: meta::new_session_id(),
-        action: "exec".into(),
-        ..Default::default()
-    };
-    let header = CastHeader {
-        width: 80,
-        height: 24,
-        ..Default::default()
-    };
-    let recorder = Recorder::start(&root, 0, m, &header, None).unwrap();
+    let recorder = exec_recording(&root, &meta::new_session_id());
     recorder.output(Stream::Stdout, b"late\n").unwrap();
     recorder.finish("shutdown", Some(124)).unwrap();
     let (entries, _) = spool::scan(&root).unwrap();

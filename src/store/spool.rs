@@ -5,15 +5,13 @@
 //! `spool.id` (this spool's id, the GATEWAY of `audit/GATEWAY/…` keys, made once),
 //! `audit.shipped` (`{"offset": N}`: the bytes of audit.jsonl shipped and verified) and
 //! `DATE/SESSION.shipped` (the marker written once a session's objects were uploaded and
-//! read back identical). Each is replaced atomically (temporary file, fsync, rename), so a
+//! read back identical). Each is replaced atomically (`meta::write_atomic`), so a
 //! crash leaves the old or the new state; the old state only means shipping again what
 //! was shipped, which overwrites identical objects.
 //!
 //! Decisions: [`over_limit`] (whether new sessions meet `when_spool_full`) and [`backoff`]
 //! (retry delays) are pure functions with table tests.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -45,31 +43,6 @@ pub enum SpoolError {
     Invalid { path: PathBuf, reason: String },
     #[error(transparent)]
     Meta(#[from] meta::MetaError),
-}
-
-/// Replace `path` with `bytes` atomically (mode 0600).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
 }
 
 fn read_small(path: &Path) -> Result<Option<Vec<u8>>, SpoolError> {
@@ -111,7 +84,7 @@ pub fn spool_id(root: &Path) -> Result<String, SpoolError> {
 /// Make and keep a new spool id (a new audit chain in the bucket).
 pub fn new_spool_id(root: &Path) -> Result<String, SpoolError> {
     let id = meta::new_session_id();
-    write_atomic(&root.join(SPOOL_ID), format!("{id}\n").as_bytes())?;
+    meta::write_atomic(&root.join(SPOOL_ID), format!("{id}\n").as_bytes())?;
     Ok(id)
 }
 
@@ -136,7 +109,7 @@ pub fn audit_shipped(root: &Path) -> Result<u64, SpoolError> {
 
 pub fn set_audit_shipped(root: &Path, offset: u64) -> Result<(), SpoolError> {
     let bytes = serde_json::to_vec(&AuditState { offset }).unwrap_or_default();
-    write_atomic(&root.join(AUDIT_SHIPPED), &bytes)
+    Ok(meta::write_atomic(&root.join(AUDIT_SHIPPED), &bytes)?)
 }
 
 /// One object as shipped.
@@ -177,7 +150,7 @@ pub fn read_marker(json: &Path) -> Result<Option<Marker>, SpoolError> {
 
 pub fn write_marker(json: &Path, marker: &Marker) -> Result<(), SpoolError> {
     let bytes = serde_json::to_vec_pretty(marker).unwrap_or_default();
-    write_atomic(&marker_path(json), &bytes)
+    Ok(meta::write_atomic(&marker_path(json), &bytes)?)
 }
 
 /// A session found in the spool.
