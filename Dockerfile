@@ -22,10 +22,16 @@ ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_PROFILE_RELEASE_LTO=fat \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
     CARGO_PROFILE_RELEASE_DEBUG=false \
-    CARGO_TERM_COLOR=never
+    CARGO_TERM_COLOR=never \
+    PODGATE_PLAYER_DIR=none
 
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# build.rs embeds the review page's player when npm is there. This image has no npm, on
+# purpose: the gateway does not serve the review page (reviewers run `podgate review` on
+# their own machine), so its binary carries no player and no Node.js toolchain is pulled
+# into the build.
+COPY web/package.json web/package-lock.json ./web/
 # policy/: `podgate dev` embeds the example policies.
 COPY policy ./policy
 COPY src ./src

@@ -18,6 +18,11 @@ declare -A apt_for=(
   # The OpenSSH baseline of the benchmark harness (benches/gateway.rs; its smoke run is
   # part of `cargo test --all-targets`).
   [/usr/sbin/sshd]=openssh-server
+  # The review page's browser test (tests/e2e/review_browser.rs): headless Chromium, driven
+  # by playwright-core under Node.js; npm also installs the page's player (build.rs).
+  [chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do
@@ -46,6 +51,16 @@ python3 -c 'import paramiko' >/dev/null 2>&1 || deploy_tools+=(paramiko)
 if [ ${#deploy_tools[@]} -gt 0 ]; then
   echo "installing: ${deploy_tools[*]} (PyPI)"
   python3 -m pip install --quiet "${deploy_tools[@]}"
+fi
+
+# playwright-core for the browser test, as pinned in tests/browser/package-lock.json (it
+# drives Debian's Chromium; it downloads no browser of its own). `npm ci` runs again only
+# when the lock file changed.
+browser=tests/browser
+if ! cmp -s "$browser/package-lock.json" "$browser/node_modules/.podgate-installed" 2>/dev/null; then
+  echo "installing: playwright-core (npm)"
+  (cd "$browser" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  cp "$browser/package-lock.json" "$browser/node_modules/.podgate-installed"
 fi
 
 echo "== cargo fmt --check"

@@ -238,9 +238,11 @@ pub struct ListArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ReviewArgs {
-    /// The recordings directory
-    #[arg(long, value_name = "DIR")]
-    pub recordings: PathBuf,
+    /// The recordings directory (re-read as it changes)
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub recordings: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Where to serve the page (loopback unless --allow-remote)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -277,6 +279,9 @@ pub struct DevArgs {
     /// State directory (CA, keys, certificate, kubeconfig, ssh_config, policy, recordings)
     #[arg(long, value_name = "DIR", default_value = ".podgate-dev")]
     pub state: PathBuf,
+    /// Where the review page of the recordings listens (loopback only)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
+    pub review_listen: SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]

@@ -124,6 +124,7 @@ async fn serve(path: &Path) -> Result<u8> {
 
 async fn run_dev(args: DevArgs) -> Result<u8> {
     devcluster::check_loopback(args.listen)?;
+    devcluster::check_loopback(args.review_listen)?;
     let paths = dev::Paths::new(&args.state);
     let shutdown = podgate::shutdown::on_signal();
     let gw_listener = tokio::net::TcpListener::bind(args.listen)
@@ -135,6 +136,15 @@ async fn run_dev(args: DevArgs) -> Result<u8> {
             )
         })?;
     let gw_addr = gw_listener.local_addr()?;
+    let review_listener = tokio::net::TcpListener::bind(args.review_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} for the review page (try --review-listen 127.0.0.1:0)",
+                args.review_listen
+            )
+        })?;
+    let review_addr = review_listener.local_addr()?;
     let kube_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let kube_addr = kube_listener.local_addr()?;
     let cluster = devcluster::prepare(
@@ -166,9 +176,17 @@ async fn run_dev(args: DevArgs) -> Result<u8> {
         "  kubectl --kubeconfig {} get pods -A",
         paths.kubeconfig.display()
     );
+    say!("review the recordings in a browser: http://{review_addr}/");
     say!("press Ctrl-C to stop");
+    let review = std::sync::Arc::new(podgate::review::serve::Review::new(&paths.recordings));
+    let review_task = tokio::spawn(podgate::review::http::run(
+        review_listener,
+        review,
+        shutdown.clone(),
+    ));
     server::run(gw_listener, loaded.gateway, loaded.ssh, shutdown).await;
     let _ = cluster_task.await;
+    let _ = review_task.await;
     Ok(0)
 }
 
@@ -490,21 +508,34 @@ async fn recordings_verify(dir: Option<std::path::PathBuf>, args: &StoreArgs) ->
 }
 
 async fn review(args: ReviewArgs) -> Result<u8> {
-    use podgate::review;
-    review::http::check_listen(args.listen, args.allow_remote).map_err(|e| anyhow::anyhow!(e))?;
-    anyhow::ensure!(
-        args.recordings.is_dir(),
-        "--recordings {}: not a directory",
-        args.recordings.display()
-    );
+    use podgate::review::{http, serve::Review};
+    http::check_listen(args.listen, args.allow_remote).map_err(|e| anyhow::anyhow!(e))?;
+    // A bucket is read once, before the page is served: the page then shows that moment.
+    let (state, _snapshot) = match recordings(args.recordings, &args.store)? {
+        Recordings::Dir(root) => {
+            anyhow::ensure!(
+                root.is_dir(),
+                "--recordings {}: not a directory",
+                root.display()
+            );
+            (Review::new(&root), None)
+        }
+        Recordings::Store(store) => {
+            say!("podgate: reading {} ...", store.url());
+            let snapshot = fetch::snapshot(&store).await?;
+            (
+                Review::fixed(snapshot.root(), snapshot.report.clone()),
+                Some(snapshot),
+            )
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     say!("podgate: review on http://{bound}/ (read-only; Ctrl-C to stop)");
     let shutdown = podgate::shutdown::on_signal();
-    let state = std::sync::Arc::new(review::serve::Review::new(&args.recordings));
-    review::http::run(listener, state, shutdown).await;
+    http::run(listener, std::sync::Arc::new(state), shutdown).await;
     Ok(0)
 }
 

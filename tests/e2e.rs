@@ -22,6 +22,7 @@ mod e2e {
     pub mod limits;
     pub mod port_forward;
     pub mod recordings;
+    pub mod review_browser;
     pub mod revocation;
     pub mod s3_server;
     pub mod ssh_requests;

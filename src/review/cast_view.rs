@@ -21,6 +21,8 @@ pub struct CastView {
     pub text: String,
     /// Output was cut at `max_text` bytes.
     pub truncated: bool,
+    /// The time of the last event, in seconds (the recording's length).
+    pub duration: f64,
 }
 
 /// Read an asciicast v2 transcript (header line first, then events).
@@ -42,6 +44,9 @@ pub fn read(reader: impl BufRead, max_text: usize) -> std::io::Result<CastView> 
         ) else {
             continue;
         };
+        if time.is_finite() && time > view.duration {
+            view.duration = time;
+        }
         match code {
             "m" => view.markers.push(Marker {
                 time,

@@ -67,14 +67,31 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#2
 table{border-collapse:collapse;font-size:14px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}\
 .badge{padding:1px 6px;border-radius:4px;font-size:12px;color:#fff}.ok{background:#2a7}.live{background:#888}.broken{background:#c33}\
 pre.transcript{background:#111;color:#ddd;padding:1em;max-height:40em;overflow:auto;white-space:pre-wrap}\
+mark{background:#fd5;color:#000}mark.current{background:#f80}#player{max-width:960px;margin:1em 0}\
+#markers a{font-family:monospace}\
+#marker-bar{position:relative;max-width:960px;height:14px;background:#ddd;border-radius:3px;margin:.5em 0 1.5em}\
+#marker-bar a{position:absolute;top:-3px;width:6px;height:20px;margin-left:-3px;background:#c33;border-radius:2px}\
+#marker-bar .end{position:absolute;right:0;top:16px;font-size:12px;color:#666}\
 form.filters input{width:10em;margin-right:.5em}dl{display:grid;grid-template-columns:12em auto;gap:2px 1em}dt{font-weight:600}";
 
 fn page(title: &str, head_extra: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · podgate review</title>\
-         <style>{STYLE}</style>{head_extra}</head><body>\n<p><a href=\"/\">sessions</a></p>\n{body}</body></html>\n",
+         <style>{STYLE}</style><link rel=\"icon\" href=\"/assets/favicon.svg\">{head_extra}</head><body>\n<p><a href=\"/\">sessions</a></p>\n{body}</body></html>\n",
         escape(title)
     )
+}
+
+/// Seconds into a recording as `m:ss.s` (or `h:mm:ss`), as the player shows time.
+fn clock(secs: f64) -> String {
+    let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+    let whole = secs as u64;
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, secs % 60.0);
+    if h > 0 {
+        format!("{h}:{m:02}:{:02}", s as u64)
+    } else {
+        format!("{m}:{s:04.1}")
+    }
 }
 
 /// The session's short id (as `recordings list` prints it).
@@ -185,6 +202,7 @@ pub fn session(
     m: &Metadata,
     badge: &Badge,
     markers: &[Marker],
+    length: f64,
     transcript: &str,
     player: bool,
 ) -> String {
@@ -238,24 +256,55 @@ pub fn session(
             escape(&m.session)
         );
     } else {
-        body.push_str("<p class=\"noplayer\">The player is not installed (see docs/REVIEW.md); the transcript is below.</p>\n");
+        body.push_str("<p class=\"noplayer\">This podgate was built without the player (npm was missing; see docs/REVIEW.md): the transcript is below.</p>\n");
     }
-    body.push_str("<h2>Markers</h2><ol id=\"markers\">");
-    for mk in markers {
-        let _ = write!(
-            body,
-            "<li><a href=\"#\" data-time=\"{t}\">{t:.1}s</a> {}</li>",
-            escape(&mk.label),
-            t = mk.time
-        );
+    body.push_str("<h2>Markers</h2>");
+    if markers.is_empty() {
+        body.push_str("<p>none</p>\n");
+    } else {
+        // The markers on the recording's time axis, each a link that seeks the player.
+        body.push_str("<div id=\"marker-bar\">");
+        let span = if length > 0.0 { length } else { 1.0 };
+        for mk in markers {
+            let _ = write!(
+                body,
+                "<a href=\"#\" data-time=\"{t:.3}\" style=\"left:{left:.2}%\" title=\"{} {}\"></a>",
+                clock(mk.time),
+                escape(&mk.label),
+                t = mk.time,
+                left = (mk.time / span * 100.0).clamp(0.0, 100.0),
+            );
+        }
+        let _ = writeln!(body, "<span class=\"end\">{}</span></div>", clock(length));
+        body.push_str("<ol id=\"markers\">");
+        for mk in markers {
+            let _ = write!(
+                body,
+                "<li><a href=\"#\" data-time=\"{t:.3}\">{}</a> {}</li>",
+                clock(mk.time),
+                escape(&mk.label),
+                t = mk.time
+            );
+        }
+        body.push_str("</ol>\n");
     }
-    body.push_str("</ol>\n<h2>Transcript</h2><input id=\"search\" type=\"search\" placeholder=\"search the transcript\">\n");
+    body.push_str(
+        "<h2>Transcript</h2><p><input id=\"search\" type=\"search\" placeholder=\"search the transcript\" \
+         autocomplete=\"off\"> <span id=\"search-count\"></span></p>\n",
+    );
     let _ = writeln!(
         body,
         "<pre class=\"transcript\" id=\"transcript\">{}</pre>",
         escape(transcript)
     );
-    page(&format!("Session {}", short(&m.session)), "", &body)
+    let head = if player {
+        "<link rel=\"stylesheet\" href=\"/assets/asciinema-player.css\">\
+         <script defer src=\"/assets/asciinema-player.min.js\"></script>"
+    } else {
+        ""
+    };
+    body.push_str("<script defer src=\"/assets/review.js\"></script>\n");
+    page(&format!("Session {}", short(&m.session)), head, &body)
 }
 
 /// All sessions of one incident on one time axis (an SVG bar each, linking to the session).
@@ -381,22 +430,43 @@ mod tests {
             &hostile(),
             &Badge::Verified,
             &markers,
+            2.5,
             "out <script>x</script>\n",
             true,
         );
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("out &lt;script&gt;x&lt;/script&gt;"));
-        assert!(html.contains("data-time=\"1.25\">1.2s</a> denied: &lt;rm -rf&gt;"));
+        assert!(html.contains("data-time=\"1.250\">0:01.2</a> denied: &lt;rm -rf&gt;"));
+        assert!(html.contains("src=\"/assets/asciinema-player.min.js\""));
+        assert!(html.contains(
+            "data-time=\"1.250\" style=\"left:50.00%\" title=\"0:01.2 denied: &lt;rm -rf&gt;\""
+        ));
         assert!(html.contains("data-cast=\"/cast/0123456789abcdef0123456789abcdef\""));
         let without = session(
             &hostile(),
             &Badge::Broken(vec!["bad".into()]),
             &[],
+            0.0,
             "",
             false,
         );
         assert!(without.contains("class=\"noplayer\""));
+        assert!(!without.contains("asciinema-player.min.js"));
         assert!(without.contains("<li>bad</li>"));
+    }
+
+    #[test]
+    fn marker_times_read_like_the_players() {
+        for (secs, text) in [
+            (0.0, "0:00.0"),
+            (1.25, "0:01.2"),
+            (61.0, "1:01.0"),
+            (3725.4, "1:02:05"),
+            (-3.0, "0:00.0"),
+            (f64::NAN, "0:00.0"),
+        ] {
+            assert_eq!(clock(secs), text, "{secs}");
+        }
     }
 
     #[test]

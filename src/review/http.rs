@@ -11,14 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
-use super::serve::{Review, SECURITY_HEADERS};
+use super::serve::{Body, Review, SECURITY_HEADERS};
 
 /// Browser connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 32;
@@ -36,30 +41,60 @@ pub fn check_listen(addr: SocketAddr, allow_remote: bool) -> Result<(), String> 
     }
 }
 
-async fn answer(review: Arc<Review>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+type ReplyBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: impl Into<Bytes>) -> ReplyBody {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+fn plain(status: StatusCode, text: String) -> Response<ReplyBody> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r
+}
+
+/// The body of a reply; a file is streamed in 64 KiB reads.
+async fn body(body: Body) -> Result<(ReplyBody, Option<u64>), std::io::Error> {
+    Ok(match body {
+        Body::Bytes(b) => (full(b), None),
+        Body::Static(b) => (full(Bytes::from_static(b)), None),
+        Body::File(path) => {
+            let file = tokio::fs::File::open(&path).await?;
+            let len = file.metadata().await?.len();
+            let stream = ReaderStream::with_capacity(file.take(len), 64 << 10);
+            (
+                StreamBody::new(stream.map_ok(Frame::data)).boxed(),
+                Some(len),
+            )
+        }
+    })
+}
+
+async fn answer(review: Arc<Review>, req: Request<hyper::body::Incoming>) -> Response<ReplyBody> {
     let mut response = if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"GET only\n")));
-        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        r
+        plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned())
     } else {
         let path = req.uri().path().to_owned();
         let query = req.uri().query().map(str::to_owned);
         let reply = tokio::task::spawn_blocking(move || review.get(&path, query.as_deref())).await;
         match reply {
-            Ok(reply) => {
-                let mut r = Response::new(Full::new(Bytes::from(reply.body)));
-                *r.status_mut() =
-                    StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                if let Ok(v) = http::HeaderValue::from_str(reply.content_type) {
-                    r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+            Ok(reply) => match body(reply.body).await {
+                Ok((b, len)) => {
+                    let mut r = Response::new(b);
+                    *r.status_mut() = StatusCode::from_u16(reply.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let headers = r.headers_mut();
+                    if let Ok(v) = http::HeaderValue::from_str(reply.content_type) {
+                        headers.insert(http::header::CONTENT_TYPE, v);
+                    }
+                    if let Some(len) = len {
+                        headers.insert(http::header::CONTENT_LENGTH, len.into());
+                    }
+                    r
                 }
-                r
-            }
-            Err(e) => {
-                let mut r = Response::new(Full::new(Bytes::from(format!("{e}\n"))));
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                r
-            }
+                Err(e) => plain(StatusCode::NOT_FOUND, format!("{e}\n")),
+            },
+            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         }
     };
     for (name, value) in SECURITY_HEADERS {

@@ -1,11 +1,11 @@
 //! `podgate review` (issue 10): a local, read-only web page for incident review.
 //!
-//! Work in progress: the pages (`html`) and the transcript view (`cast_view`) exist and
-//! are tested, and so are the request handling (`serve::Review`) and the listener
-//! (`http`) behind `podgate review --recordings DIR`. Not written yet: the
-//! asciinema-player assets (the page shows the transcript as text meanwhile), `--store`,
-//! and the browser test.
+//! `html` writes the pages from values, `cast_view` reads a transcript's markers and text,
+//! `assets` holds the player (installed from npm by the build) and the page's script,
+//! `serve::Review` answers requests from a recordings directory (or a snapshot of a
+//! bucket, `store::fetch::snapshot`), and `http` is the loopback listener.
 
+pub mod assets;
 pub mod cast_view;
 pub mod html;
 pub mod http;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::cast_view;
 use super::html::{self, Badge, FilterValues};
+use super::{assets, cast_view};
 use crate::recording::meta::{self, Metadata};
 use crate::recording::offline::{self, Filter, VerifyReport};
 
@@ -29,7 +29,15 @@ const MAX_TEXT: usize = 4 << 20;
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: Body,
+}
+
+/// A response body: bytes, or a file to stream (a transcript can be gigabytes).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Body {
+    Bytes(Vec<u8>),
+    Static(&'static [u8]),
+    File(PathBuf),
 }
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -39,7 +47,7 @@ fn reply(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> R
     Reply {
         status,
         content_type,
-        body: body.into(),
+        body: Body::Bytes(body.into()),
     }
 }
 
@@ -47,7 +55,11 @@ fn reply(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> R
 pub const SECURITY_HEADERS: [(&str, &str); 3] = [
     (
         "content-security-policy",
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        // The player runs its terminal emulator as WebAssembly (compiled from its own
+        // bundle, so 'wasm-unsafe-eval' lets no other code in) and positions its
+        // elements with style attributes.
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     ),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
@@ -60,6 +72,8 @@ type Fingerprint = Vec<(String, u64, u128)>;
 pub struct Review {
     root: PathBuf,
     verified: Mutex<Option<(Fingerprint, VerifyReport)>>,
+    /// The directory does not change (a snapshot of a bucket): `verified` stays as given.
+    fixed: bool,
 }
 
 impl Review {
@@ -67,6 +81,18 @@ impl Review {
         Review {
             root: root.to_owned(),
             verified: Mutex::new(None),
+            fixed: false,
+        }
+    }
+
+    /// A directory that will not change, already verified (`store::fetch::snapshot`,
+    /// whose audit chains are per gateway, which `offline::verify` of a directory would
+    /// not find).
+    pub fn fixed(root: &Path, report: VerifyReport) -> Review {
+        Review {
+            root: root.to_owned(),
+            verified: Mutex::new(Some((Fingerprint::new(), report))),
+            fixed: true,
         }
     }
 
@@ -98,7 +124,11 @@ impl Review {
     }
 
     fn report(&self) -> Result<VerifyReport, String> {
-        let print = self.fingerprint();
+        let print = if self.fixed {
+            Fingerprint::new()
+        } else {
+            self.fingerprint()
+        };
         let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, report)) = cache.as_ref()
             && *seen == print
@@ -157,6 +187,16 @@ impl Review {
         }
         if let Some(id) = path.strip_prefix("/cast/") {
             return self.cast(id);
+        }
+        if let Some(name) = path.strip_prefix("/assets/") {
+            return match assets::get(name) {
+                Some((content_type, bytes)) => Reply {
+                    status: 200,
+                    content_type,
+                    body: Body::Static(bytes),
+                },
+                None => reply(404, TEXT, "not found\n"),
+            };
         }
         reply(404, TEXT, "not found\n")
     }
@@ -242,16 +282,25 @@ impl Review {
         reply(
             200,
             HTML,
-            html::session(&m, &badge, &view.markers, &text, false),
+            html::session(
+                &m,
+                &badge,
+                &view.markers,
+                view.duration,
+                &text,
+                assets::have_player(),
+            ),
         )
     }
 
     fn cast(&self, id: &str) -> Reply {
         match self.find(id) {
-            Ok((_, cast)) => match std::fs::read(&cast) {
-                Ok(bytes) => reply(200, "application/x-asciicast", bytes),
-                Err(e) => reply(404, TEXT, format!("no recording: {e}\n")),
+            Ok((_, cast)) if cast.is_file() => Reply {
+                status: 200,
+                content_type: "application/x-asciicast",
+                body: Body::File(cast),
             },
+            Ok((m, _)) => reply(404, TEXT, format!("{}: no recording\n", m.session)),
             Err(r) => r,
         }
     }
@@ -305,7 +354,11 @@ mod tests {
     }
 
     fn body(r: &Reply) -> String {
-        String::from_utf8_lossy(&r.body).into_owned()
+        match &r.body {
+            Body::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            Body::Static(b) => String::from_utf8_lossy(b).into_owned(),
+            Body::File(p) => std::fs::read_to_string(p).unwrap(),
+        }
     }
 
     #[test]

@@ -448,6 +448,26 @@ pub async fn session(store: &Store, session_prefix: &str) -> Result<Replay, Fetc
 /// Verify the whole store: each gateway's audit chain across its segments, every recording
 /// against its metadata, and the audit events against the metadata across all gateways.
 pub async fn verify(store: &Store) -> Result<VerifyReport, FetchError> {
+    snapshot(store).await.map(|s| s.report)
+}
+
+/// The whole store downloaded into a temporary directory (removed on drop), with the
+/// verification of it: what `podgate review --store` serves.
+pub struct Snapshot {
+    pub report: VerifyReport,
+    dir: Scratch,
+}
+
+impl Snapshot {
+    /// The directory, in the spool's layout: `DATE/SESSION.{json,cast}` (a cast joined
+    /// from live parts where there is no whole one) and `audit/GATEWAY.jsonl`.
+    pub fn root(&self) -> &Path {
+        &self.dir.path
+    }
+}
+
+/// Download everything `verify` reads, verify it, and keep it.
+pub async fn snapshot(store: &Store) -> Result<Snapshot, FetchError> {
     let reader = Reader::new(store)?;
     let mut index = reader.index().await?;
     let mut sources = Sources::default();
@@ -489,7 +509,11 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, FetchError> {
                 .collect(),
         });
     }
-    offline::verify_from(reader.root(), &sources).map_err(|e| reader.relabel(e))
+    let report = offline::verify_from(reader.root(), &sources).map_err(|e| reader.relabel(e))?;
+    Ok(Snapshot {
+        report,
+        dir: reader.dir,
+    })
 }
 
 #[cfg(test)]

@@ -508,8 +508,9 @@ fn deployed_policy_is_the_repository_policy_and_its_groups_are_impersonable() {
 }
 
 /// Every file `cargo build` reads is in the image's build context: Cargo.toml, Cargo.lock,
-/// src/ and whatever src/ embeds with include_str!/include_bytes! (the example policies)
-/// is both copied by the Dockerfile and let through by .dockerignore.
+/// src/, whatever src/ embeds with include_str!/include_bytes! (the example policies),
+/// build.rs and the files it reads (its `rerun-if-changed` lines) is both copied by the
+/// Dockerfile and let through by .dockerignore.
 #[test]
 fn docker_build_context_has_everything_the_build_reads() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -539,7 +540,14 @@ fn docker_build_context_has_everything_the_build_reads() {
         "Cargo.toml".to_owned(),
         "Cargo.lock".to_owned(),
         "src".to_owned(),
+        "build.rs".to_owned(),
     ];
+    needed.extend(
+        read(&root.join("build.rs"))
+            .lines()
+            .filter_map(|l| l.split("cargo:rerun-if-changed=").nth(1))
+            .map(|rest| rest.trim_end_matches("\");").to_owned()),
+    );
     let mut stack = vec![root.join("src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {

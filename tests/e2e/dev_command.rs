@@ -5,27 +5,46 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use serde_json::json;
+
+use super::review_browser::browse;
 use super::support::{DEADLINE, run, text};
+
+/// `podgate dev` on free loopback ports with `state`, its output piped.
+fn dev(state: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
+    cmd.args([
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--review-listen",
+        "127.0.0.1:0",
+        "--state",
+    ])
+    .arg(state)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    cmd
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn printed_commands_work_when_pasted() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
-    cmd.args(["dev", "--listen", "127.0.0.1:0", "--state"])
-        .arg(&state)
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = dev(&state);
+    cmd.current_dir(dir.path()).env("HOME", dir.path());
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut commands = Vec::new();
+    let mut review = None;
     tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.starts_with("press Ctrl-C") {
                 break;
+            }
+            if let Some(url) = line.strip_prefix("review the recordings in a browser: ") {
+                review = Some(url.to_owned());
             }
             if let Some(c) = line.strip_prefix("  ") {
                 commands.push(c.to_owned());
@@ -61,6 +80,13 @@ async fn printed_commands_work_when_pasted() {
     }
     assert!(ran >= 4, "{commands:?}");
 
+    // The review page it serves shows those sessions, verified, and plays them.
+    let url = review.expect("podgate dev printed no review URL");
+    let seen =
+        browse(json!({"url": url, "filter": {"action": "exec"}, "expect": "00:00:00 ps"})).await;
+    assert_eq!(seen["played"], true, "{seen}");
+    assert_eq!(seen["badges"], json!(["verified"]), "{seen}");
+
     // Run again with the same state: the CA is reused and the certificate renewed.
     let ca_before = std::fs::read(state.join("user_ca.pub")).unwrap();
     let cert_before = std::fs::read(state.join("id_ed25519-cert.pub")).unwrap();
@@ -71,14 +97,7 @@ async fn printed_commands_work_when_pasted() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let mut again = tokio::process::Command::new(env!("CARGO_BIN_EXE_podgate"));
-    again
-        .args(["dev", "--listen", "127.0.0.1:0", "--state"])
-        .arg(&state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = again.spawn().unwrap();
+    let mut child = dev(&state).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(DEADLINE, lines.next_line())
         .await

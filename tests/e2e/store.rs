@@ -118,6 +118,13 @@ async fn the_offline_tools_read_and_verify_the_bucket() {
     expected.sort();
     assert_eq!(ids, expected, "{}", text(&out.stdout));
 
+    // The review page reads the bucket: every session, each verified.
+    let index = review_index(&sg).await;
+    for s in &sessions {
+        assert!(index.contains(&format!("/session/{s}")), "{s}: {index}");
+    }
+    assert_eq!(index.matches("badge ok").count(), 3, "{index}");
+
     let session = &sessions[1];
     let cast = session_file(&first_spool, session, "cast").unwrap();
     let rel = cast.strip_prefix(&first_spool).unwrap().to_str().unwrap();
@@ -153,6 +160,9 @@ async fn the_offline_tools_read_and_verify_the_bucket() {
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains(rel), "{rel} is not named: {said}");
+    let index = review_index(&sg).await;
+    assert_eq!(index.matches("badge broken").count(), 1, "{index}");
+    assert!(index.contains(rel), "{rel} is not named: {index}");
     // The spool still verifies: only the bucket's copy was altered.
     let out = super::support::recordings_verify(&first_spool).await;
     assert_eq!(
@@ -162,6 +172,22 @@ async fn the_offline_tools_read_and_verify_the_bucket() {
         text(&out.stdout),
         text(&out.stderr)
     );
+}
+
+/// The index page of `podgate review --store` on this bucket.
+async fn review_index(sg: &StoreGateway) -> String {
+    let (mut review, url) =
+        super::review_browser::start_review(sg.offline(&["review", "--listen", "127.0.0.1:0"]))
+            .await;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let (code, body) = super::gateway_process::get(addr, "/").await;
+    assert_eq!(code, 200, "{body}");
+    review.start_kill().unwrap();
+    body
 }
 
 /// Run an `echo WORD` session per word as `cert`; wait until every session of the gateway
