@@ -22,6 +22,7 @@
 
 pub mod action;
 pub mod admission;
+pub mod approval;
 pub mod auth;
 pub mod bridge;
 pub mod cert;
