@@ -2,6 +2,7 @@
 //! programs (kubectl, ssh, ssh-keygen, script) against real servers on loopback.
 
 mod e2e {
+    pub mod approval_store;
     pub mod backpressure;
     pub mod certificate_forge;
     pub mod certificate_matrix;
