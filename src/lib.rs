@@ -34,6 +34,7 @@ pub mod gateway;
 pub mod incident;
 pub mod load;
 pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod recording;
 pub mod request;
