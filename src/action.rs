@@ -1,4 +1,4 @@
-//! The five things a certificate scope or a policy rule can grant (DESIGN.md §3, §4).
+//! The six things a certificate scope or a policy rule can grant (DESIGN.md §3, §4).
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,15 +14,18 @@ pub enum Action {
     Exec,
     Shell,
     PortForward,
+    /// Watching another user's live session (`sessions`, `watch`), read-only.
+    Observe,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::List,
         Action::Logs,
         Action::Exec,
         Action::Shell,
         Action::PortForward,
+        Action::Observe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Action {
             Action::Exec => "exec",
             Action::Shell => "shell",
             Action::PortForward => "port-forward",
+            Action::Observe => "observe",
         }
     }
 }
@@ -44,7 +48,7 @@ impl fmt::Display for Action {
 
 /// An unknown action name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action {0:?} (expected one of list, logs, exec, shell, port-forward)")]
+#[error("unknown action {0:?} (expected one of list, logs, exec, shell, port-forward, observe)")]
 pub struct UnknownAction(pub String);
 
 impl FromStr for Action {

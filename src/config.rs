@@ -47,6 +47,9 @@ pub struct Config {
     /// New sessions are refused while the recordings file system has less free space.
     pub recordings_min_free: u64,
     pub limits: Limits,
+    /// Where approval requests and standing approvals are kept (ConfigMaps, with the
+    /// gateway's own identity); `None`: the pod's own namespace, else `podgate`.
+    pub approvals_namespace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +84,8 @@ struct Raw {
     recordings_min_free: u64,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    approvals_namespace: Option<String>,
 }
 
 fn default_min_free() -> u64 {
@@ -207,6 +212,13 @@ impl Config {
                     .map_err(&invalid)?,
             ),
         };
+        if let Some(ns) = &raw.approvals_namespace
+            && !crate::request::is_dns_label(ns)
+        {
+            return Err(invalid(format!(
+                "approvals_namespace {ns:?} is not a namespace name (a DNS label)"
+            )));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(Config {
@@ -227,6 +239,7 @@ impl Config {
             metrics_listen: raw.metrics_listen,
             recordings_min_free: raw.recordings_min_free,
             limits: raw.limits,
+            approvals_namespace: raw.approvals_namespace,
         })
     }
 }

@@ -42,6 +42,13 @@ pub struct Gateway {
     /// Shipping to the recordings store, when `recordings_store` is set (`recordings` is
     /// then the spool); started by `server::run`.
     pub shipping: Option<Arc<crate::store::ship::Shipping>>,
+    /// Approval requests and standing approvals, shared by replicas through the
+    /// Kubernetes API (`None` only in benchmarks and tests that need none).
+    pub approvals: Option<Arc<crate::approval::Approvals>>,
+    /// This process's live sessions, for `sessions` and `watch`.
+    pub hub: Arc<crate::observe::Hub>,
+    /// This gateway process (`HOST:PID`), in approval requests and messages.
+    pub name: String,
 }
 
 /// See [`Gateway::transcripts`].

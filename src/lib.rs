@@ -8,9 +8,11 @@
 //! # Layout
 //! * Pure decisions, no network I/O: `action` (what can be granted), `auth` (certificate
 //!   → `Identity` or `Rejection`), `request` (the SSH command grammar), `policy` (rules →
-//!   `Decision`), `cert` (signing), `config` (the configuration file).
+//!   `Decision`), `cert` (signing), `config` (the configuration file), `observe` (live
+//!   sessions for `watch`).
 //! * Adapters: `ssh` (the russh handler, sessions, the prompt), `bridge` (kube-rs: exec,
-//!   logs, pods, impersonation), `recording` (the audit chain).
+//!   logs, pods, impersonation), `recording` (the audit chain), `approval` (approval
+//!   requests kept as ConfigMaps), `review` (the review page), `store` (object storage).
 //! * Wiring: `load` (read what the configuration names), `gateway` (shared state),
 //!   `revocation_watch` (keeps the revocation list current), `metrics` (Prometheus
 //!   metrics derived from audit events, `/metrics`, `/healthz`, `/readyz`),

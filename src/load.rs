@@ -191,6 +191,24 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         }
         None => None,
     };
+    let approvals_ns = config
+        .approvals_namespace
+        .clone()
+        .or_else(|| {
+            // In a pod: the service account's own namespace.
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| crate::request::is_dns_label(s))
+        })
+        .unwrap_or_else(|| "podgate".to_owned());
+    let own = kube
+        .own_client()
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    let approvals = Arc::new(crate::approval::Approvals::new(own, approvals_ns));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "podgate".to_owned());
     let gateway = Gateway {
         auth: auth::Settings {
             cas,
@@ -212,6 +230,9 @@ pub async fn gateway(config: &Config) -> Result<Loaded, LoadError> {
         stopping: tokio_util::sync::CancellationToken::new(),
         transcripts: crate::gateway::Transcripts::Recorded,
         shipping,
+        approvals: Some(approvals),
+        hub: Arc::new(crate::observe::Hub::new()),
+        name: format!("{host}:{}", std::process::id()),
     };
     Ok(Loaded {
         gateway: Arc::new(gateway),

@@ -70,6 +70,12 @@ pub struct Rule {
     pub impersonate_groups: Vec<String>,
     pub max_session: Option<Duration>,
     pub record_input: bool,
+    /// `approval: required` on the rule: every request it allows waits for an approver.
+    pub approval_required: bool,
+    /// Per `commands` entry: whether that pattern asks for approval (`{pattern, approval}`).
+    pub command_approval: Vec<bool>,
+    /// Who approves and how long a request waits (when anything in the rule asks).
+    pub approval: Option<ApprovalNeed>,
     namespace_set: GlobSet,
     pod_set: GlobSet,
     container_set: GlobSet,
@@ -116,6 +122,17 @@ pub struct Grant {
     pub shell: String,
     pub max_session: Option<Duration>,
     pub record_input: bool,
+    /// `Some`: the request may go ahead only once a member of these groups approved it.
+    pub approval: Option<ApprovalNeed>,
+}
+
+/// Who must approve a request, how long it waits for them, and the longest standing
+/// approval (`approve ID --for DUR`) they may give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNeed {
+    pub approvers: Vec<String>,
+    pub ttl: Duration,
+    pub window_max: Duration,
 }
 
 /// Why a request was denied: one line naming what was missing.
@@ -215,7 +232,7 @@ impl Policy {
         let mut closest: Option<(&Rule, Miss)> = None;
         for rule in &self.rules {
             match evaluate(rule, ask) {
-                Ok(()) => return Decision::Allow(grant(rule)),
+                Ok(needs_approval) => return Decision::Allow(grant(rule, needs_approval)),
                 Err(miss) => {
                     if closest
                         .as_ref()
@@ -260,10 +277,16 @@ impl Policy {
         self.rules
             .iter()
             .map(|rule| match evaluate(rule, ask) {
-                Ok(()) => RuleVerdict {
+                Ok(needs_approval) => RuleVerdict {
                     rule: rule.name.clone(),
                     allowed: true,
-                    reason: "allowed".to_owned(),
+                    reason: match (&rule.approval, needs_approval) {
+                        (Some(a), true) => format!(
+                            "allowed once approved by a member of {}",
+                            list(&a.approvers)
+                        ),
+                        _ => "allowed".to_owned(),
+                    },
                 },
                 Err(miss) => RuleVerdict {
                     rule: rule.name.clone(),
@@ -275,13 +298,21 @@ impl Policy {
     }
 }
 
-fn grant(rule: &Rule) -> Grant {
+fn grant(rule: &Rule, needs_approval: bool) -> Grant {
     Grant {
         rule: rule.name.clone(),
         impersonate_groups: rule.impersonate_groups.clone(),
         shell: rule.shell.clone(),
         max_session: rule.max_session,
         record_input: rule.record_input,
+        // A rule that asks for approval without approvers does not load; fail closed anyway.
+        approval: needs_approval.then(|| {
+            rule.approval.clone().unwrap_or(ApprovalNeed {
+                approvers: Vec::new(),
+                ttl: Duration::ZERO,
+                window_max: Duration::ZERO,
+            })
+        }),
     }
 }
 
@@ -392,8 +423,10 @@ impl Miss {
     }
 }
 
-/// Check one rule against one request; the first check that fails.
-fn evaluate(rule: &Rule, ask: &Ask<'_>) -> Result<(), Miss> {
+/// Check one rule against one request: whether it needs approval, or the first check
+/// that fails. An exec needs approval when the rule says so or when any `commands`
+/// pattern that matches it does (overlapping patterns cannot lift the requirement).
+fn evaluate(rule: &Rule, ask: &Ask<'_>) -> Result<bool, Miss> {
     if !rule.applies_to(ask.groups) {
         return Err(Miss::Group);
     }
@@ -417,11 +450,19 @@ fn evaluate(rule: &Rule, ask: &Ask<'_>) -> Result<(), Miss> {
     {
         return Err(Miss::Container);
     }
+    let mut needs_approval = rule.approval_required;
     match ask.action {
         Action::Exec => {
             let argv = ask.argv.filter(|a| !a.is_empty()).ok_or(Miss::NoCommand)?;
             let line = request::command_line(argv);
-            if !rule.command_res.iter().any(|re| re.is_match(&line)) {
+            let mut matched = false;
+            for (i, re) in rule.command_res.iter().enumerate() {
+                if re.is_match(&line) {
+                    matched = true;
+                    needs_approval |= rule.command_approval.get(i).copied().unwrap_or(true);
+                }
+            }
+            if !matched {
                 return Err(Miss::NotAllowed(line));
             }
             if rule.deny_res.iter().any(|re| re.is_match(&line)) {
@@ -434,9 +475,10 @@ fn evaluate(rule: &Rule, ask: &Ask<'_>) -> Result<(), Miss> {
                 return Err(Miss::Port(port));
             }
         }
-        Action::List | Action::Logs | Action::Shell => {}
+        Action::List | Action::Logs | Action::Shell | Action::Observe => {}
     }
-    Ok(())
+    // Listing pods and observing are never held for approval: they change nothing.
+    Ok(needs_approval && !matches!(ask.action, Action::List | Action::Observe))
 }
 
 /// `[a, b]`.

@@ -64,7 +64,13 @@ fn policy() -> Policy {
 
 /// One decision: `groups` comma-separated, `action`, target `NS[/POD[:CONTAINER]]`, then
 /// the command line (exec) or the port (port-forward).
-fn decide(p: &Policy, groups: &str, action: &str, target: &str, extra: &str) -> Decision {
+pub(crate) fn decide(
+    p: &Policy,
+    groups: &str,
+    action: &str,
+    target: &str,
+    extra: &str,
+) -> Decision {
     let groups: Vec<String> = groups
         .split(',')
         .filter(|g| !g.is_empty())
@@ -196,6 +202,7 @@ fn grants_carry_the_rule() {
             shell: "/bin/sh".into(),
             max_session: Some(Duration::from_secs(1800)),
             record_input: true,
+            approval: None,
         }
     );
     let Decision::Allow(g) = decide(&p, "sre", "shell", "checkout/web-0", "") else {
@@ -471,3 +478,6 @@ fn example_policies_load() {
     );
     assert_eq!(g.impersonate_groups, ["jit:debug"]);
 }
+
+#[path = "policy/approval_tests.rs"]
+mod approval_tests;

@@ -37,26 +37,7 @@ const MAX_SUBDOMAIN: usize = 253;
 const CLIP: usize = 64;
 
 /// The help text: the DESIGN.md §2 table, for `help` and after usage errors.
-pub const HELP: &str = "\
-usage: ssh GATEWAY COMMAND
-
-  whoami                       who you are and what you may do
-  pods [NAMESPACE]             list the pods you may see
-  exec NS/POD[:CONTAINER] -- ARGV...
-                               run ARGV in the container (ssh -t for a PTY)
-  shell NS/POD[:CONTAINER]     interactive shell (use ssh -t)
-  logs NS/POD[:CONTAINER] [-f|--follow] [--tail N] [--since DUR]
-       [-p|--previous] [--timestamps]
-                               container logs (DUR: 30s, 5m, 1h30m)
-  help                         this text
-
-  ssh -t GATEWAY               a podgate> prompt for the commands above
-  ssh -N -L PORT:POD.NAMESPACE:PORT GATEWAY
-                               forward a local port to a port of a pod
-
-The command is split like a POSIX shell line (quotes, backslashes) but never
-run by a shell. Without :CONTAINER, the pod's default container is used.
-";
+pub const HELP: &str = include_str!("request_help.txt");
 
 /// Where a request points. Names are validated (DNS-1123) so they can go into API paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +81,19 @@ impl Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.pod)?;
-        if let Some(c) = &self.container {
-            write!(f, ":{c}")?;
-        }
-        Ok(())
+        f.write_str(&target_text(
+            &self.namespace,
+            &self.pod,
+            self.container.as_deref(),
+        ))
+    }
+}
+
+/// `NS/POD[:CONTAINER]`, as typed and as shown.
+pub fn target_text(namespace: &str, pod: &str, container: Option<&str>) -> String {
+    match container {
+        Some(c) => format!("{namespace}/{pod}:{c}"),
+        None => format!("{namespace}/{pod}"),
     }
 }
 
@@ -125,17 +114,53 @@ pub struct LogOptions {
 pub enum Command {
     Whoami,
     Help,
-    Pods { namespace: Option<String> },
-    Exec { target: Target, argv: Vec<String> },
-    Shell { target: Target },
-    Logs { target: Target, options: LogOptions },
+    Pods {
+        namespace: Option<String>,
+    },
+    Exec {
+        target: Target,
+        argv: Vec<String>,
+    },
+    Shell {
+        target: Target,
+    },
+    Logs {
+        target: Target,
+        options: LogOptions,
+    },
+    /// Pending approval requests the caller may decide (or made).
+    Requests,
+    /// Approve a request; with `window`, the same command for the same user and target
+    /// is approved for that long.
+    Approve {
+        id: String,
+        window: Option<std::time::Duration>,
+    },
+    Deny {
+        id: String,
+        reason: String,
+    },
+    /// Live sessions the caller may observe.
+    Sessions,
+    /// Watch a live session's output, read-only.
+    Watch {
+        session: String,
+    },
 }
 
 impl Command {
     /// The policy action this command needs (`None` for `whoami` and `help`).
     pub fn action(&self) -> Option<Action> {
         match self {
-            Command::Whoami | Command::Help => None,
+            // Deciding is allowed by the request's approver groups, observing by the
+            // observed session's target: both are checked where that is known.
+            Command::Whoami
+            | Command::Help
+            | Command::Requests
+            | Command::Approve { .. }
+            | Command::Deny { .. }
+            | Command::Sessions
+            | Command::Watch { .. } => None,
             Command::Pods { .. } => Some(Action::List),
             Command::Exec { .. } => Some(Action::Exec),
             Command::Shell { .. } => Some(Action::Shell),
@@ -152,6 +177,11 @@ impl Command {
             Command::Exec { .. } => "exec",
             Command::Shell { .. } => "shell",
             Command::Logs { .. } => "logs",
+            Command::Requests => "requests",
+            Command::Approve { .. } => "approve",
+            Command::Deny { .. } => "deny",
+            Command::Sessions => "sessions",
+            Command::Watch { .. } => "watch",
         }
     }
 
@@ -161,7 +191,14 @@ impl Command {
             Command::Exec { target, .. }
             | Command::Shell { target }
             | Command::Logs { target, .. } => Some(target),
-            Command::Whoami | Command::Help | Command::Pods { .. } => None,
+            Command::Whoami
+            | Command::Help
+            | Command::Pods { .. }
+            | Command::Requests
+            | Command::Approve { .. }
+            | Command::Deny { .. }
+            | Command::Sessions
+            | Command::Watch { .. } => None,
         }
     }
 }
@@ -334,6 +371,11 @@ fn parse_words(words: &[String]) -> Result<Command, UsageError> {
         "exec" => parse_exec(args),
         "shell" => parse_shell(args),
         "logs" => parse_logs(args),
+        "requests" => no_args("requests", args).map(|()| Command::Requests),
+        "approve" => oversight::approve(args),
+        "deny" => oversight::deny(args),
+        "sessions" => no_args("sessions", args).map(|()| Command::Sessions),
+        "watch" => oversight::watch(args),
         other => Err(UsageError::UnknownCommand(clip(other))),
     }
 }
@@ -485,6 +527,11 @@ fn parse_since(value: &str) -> Result<Duration, UsageError> {
 }
 
 /// DNS-1123 label: 1-63 of `[a-z0-9-]`, starting and ending with a letter or digit.
+/// Whether `name` is a DNS-1123 label (a namespace name).
+pub fn is_dns_label(name: &str) -> bool {
+    check_label(name).is_ok()
+}
+
 fn check_label(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("is empty");
@@ -536,6 +583,9 @@ fn clip(text: &str) -> String {
     out.push_str("...");
     out
 }
+
+#[path = "request_oversight.rs"]
+mod oversight;
 
 #[cfg(test)]
 #[path = "request_tests.rs"]

@@ -24,6 +24,31 @@ use crate::ssh::prechecks;
 use gate::{Gate, Pass};
 
 /// Serve SSH on `listener` until `shutdown` fires, then drain.
+/// How often ended approval requests and standing approvals are deleted, and how long
+/// after their end (so a late `approve` is told "expired" rather than "not found").
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_GRACE: Duration = Duration::from_secs(600);
+
+/// Delete what ended in the approvals store, every minute; every replica does it, and a
+/// failure is only logged (the next round tries again).
+async fn sweep_approvals(approvals: Arc<crate::approval::Approvals>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match approvals
+            .sweep(std::time::SystemTime::now(), SWEEP_GRACE)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "ended approval requests deleted"),
+            Err(e) => tracing::warn!(error = %e, "approvals sweep failed"),
+        }
+    }
+}
+
 pub async fn run(
     listener: TcpListener,
     gateway: Shared,
@@ -32,6 +57,10 @@ pub async fn run(
 ) {
     prechecks::install();
     let shipper = start_shipping(&gateway).await;
+    let sweeper = gateway.approvals.clone().map(|approvals| {
+        let stop = shutdown.clone();
+        tokio::spawn(sweep_approvals(approvals, stop))
+    });
     let gate = Gate::new(&gateway.limits);
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
@@ -70,6 +99,9 @@ pub async fn run(
         ));
     }
     drop(listener);
+    if let Some(s) = sweeper {
+        s.abort();
+    }
     tracker.close();
     tracing::info!(drain = ?gateway.limits.drain, "stopped accepting; draining sessions");
     if tokio::time::timeout(gateway.limits.drain, tracker.wait())

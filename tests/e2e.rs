@@ -3,6 +3,7 @@
 
 mod e2e {
     pub mod approval_store;
+    pub mod approvals;
     pub mod backpressure;
     pub mod certificate_forge;
     pub mod certificate_matrix;
@@ -21,6 +22,7 @@ mod e2e {
     pub mod incident;
     pub mod lifetime;
     pub mod limits;
+    pub mod observe;
     pub mod port_forward;
     pub mod recordings;
     pub mod review_browser;

@@ -116,8 +116,12 @@ pub async fn run(
     let input = std::mem::replace(&mut io.input, placeholder);
     let client_gone = CancellationToken::new();
     let stop_pump = CancellationToken::new();
+    let taps = Taps {
+        recorder: io.recorder.clone(),
+        live: io.live.clone(),
+    };
     let pump = tokio::spawn(stdin_pump(
-        io.recorder.clone(),
+        taps,
         input,
         process.stdin(),
         resize,
@@ -273,9 +277,15 @@ async fn read_opt<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Where input events are also told: the recording, and observers (resizes).
+struct Taps {
+    recorder: Option<Recorder>,
+    live: Option<std::sync::Arc<crate::observe::Live>>,
+}
+
 /// Forward client input to the pod until told to stop; give the queue back.
 async fn stdin_pump<W>(
-    recorder: Option<Recorder>,
+    Taps { recorder, live }: Taps,
     mut input: mpsc::UnboundedReceiver<Input>,
     mut stdin: Option<W>,
     mut resize: Option<futures::channel::mpsc::Sender<TerminalSize>>,
@@ -323,6 +333,9 @@ where
             Some(Input::Resize { cols, rows }) => {
                 if let Some(r) = &recorder {
                     let _ = r.resize(cols, rows);
+                }
+                if let Some(l) = &live {
+                    l.resize(cols, rows);
                 }
                 if let Some(r) = resize.as_mut() {
                     let _ = r

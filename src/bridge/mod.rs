@@ -102,6 +102,12 @@ impl KubeBase {
         self.config.cluster_url.to_string()
     }
 
+    /// A client that acts as the gateway itself (its own service account), for the state
+    /// replicas share (approval requests); never for anything done for a user.
+    pub fn own_client(&self) -> Result<kube::Client, BridgeError> {
+        kube::Client::try_from(self.config.clone()).map_err(|e| BridgeError::Client(e.to_string()))
+    }
+
     /// A client that acts as `who`. Values have been validated upstream (printable ASCII,
     /// no commas) because they become HTTP header values.
     pub fn client(&self, who: &Impersonation) -> Result<kube::Client, BridgeError> {

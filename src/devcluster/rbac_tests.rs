@@ -302,7 +302,7 @@ fn demo_rbac_grants_what_it_says() {
     assert_eq!(Rbac::demo().summary(), rbac.summary());
     assert_eq!(
         rbac.summary(),
-        "1 Roles, 3 ClusterRoles, 3 RoleBindings, 2 ClusterRoleBindings"
+        "2 Roles, 3 ClusterRoles, 4 RoleBindings, 2 ClusterRoleBindings"
     );
     let gateway =
         user("system:serviceaccount:podgate:podgate|system:serviceaccounts,system:authenticated");
@@ -318,6 +318,9 @@ fn demo_rbac_grants_what_it_says() {
     let cases = [
         (&gateway, ["list", "", "namespaces", "", ""], true),
         (&gateway, ["get", "", "pods", "payments", "p"], false),
+        // Approval requests: ConfigMaps in its own namespace, nowhere else.
+        (&gateway, ["create", "", "configmaps", "podgate", "x"], true),
+        (&gateway, ["create", "", "configmaps", "payments", "x"], false),
         (&alice, ["create", "", "pods/exec", "payments", "p"], true),
         (&alice, ["create", "", "pods/portforward", "payments", "p"], true),
         (&alice, ["create", "", "pods/exec", "checkout", "p"], false),

@@ -14,6 +14,8 @@ use serde::Deserialize;
 use super::{Diagnostic, PolicyError, Rule, Severity};
 use crate::action::Action;
 
+#[path = "approval.rs"]
+mod approval;
 #[cfg(test)]
 #[path = "check_tests.rs"]
 mod check_tests;
@@ -47,7 +49,7 @@ struct RawRule {
     containers: Option<Vec<String>>,
     actions: Vec<Action>,
     #[serde(default)]
-    commands: Vec<String>,
+    commands: Vec<approval::RawCommand>,
     #[serde(default)]
     deny_commands: Vec<String>,
     #[serde(default)]
@@ -59,6 +61,14 @@ struct RawRule {
     max_session: Option<String>,
     #[serde(default)]
     record_input: Option<bool>,
+    #[serde(default)]
+    approval: Option<approval::Mode>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    #[serde(default)]
+    approval_ttl: Option<String>,
+    #[serde(default)]
+    approval_window_max: Option<String>,
 }
 
 /// One finding, with everything needed for a [`Diagnostic`] or a [`PolicyError`].
@@ -293,7 +303,8 @@ impl FileCtx<'_> {
             .unwrap_or_else(|| vec!["*".to_owned()]);
         let container_set = self.globs(i, name, "containers", raw.containers.as_deref());
 
-        let command_res = self.patterns(i, name, "commands", &raw.commands);
+        let (commands, command_approval) = approval::split(&raw.commands);
+        let command_res = self.patterns(i, name, "commands", &commands);
         let deny_res = self.patterns(i, name, "deny_commands", &raw.deny_commands);
         if grants(Action::Exec) && raw.commands.is_empty() {
             self.warn(
@@ -306,7 +317,7 @@ impl FileCtx<'_> {
         }
         if !grants(Action::Exec) {
             for (key, list) in [
-                ("commands", &raw.commands),
+                ("commands", &commands),
                 ("deny_commands", &raw.deny_commands),
             ] {
                 if !list.is_empty() {
@@ -320,9 +331,7 @@ impl FileCtx<'_> {
         if grants(Action::Exec)
             && let (Some(cmds), Some(deny)) = (&command_res, &deny_res)
         {
-            for (j, warning) in
-                lint::commands(name, &raw.commands, cmds, deny, grants(Action::Shell))
-            {
+            for (j, warning) in lint::commands(name, &commands, cmds, deny, grants(Action::Shell)) {
                 self.warn(&item("commands", j), warning);
             }
         }
@@ -376,7 +385,12 @@ impl FileCtx<'_> {
             );
         }
 
+        let approval_required = raw.approval == Some(approval::Mode::Required);
+        let approval = self.approval(i, name, &raw, &command_approval);
         Some(Rule {
+            approval_required,
+            command_approval,
+            approval,
             name: raw.name,
             file: self.file.to_owned(),
             line,
@@ -385,7 +399,7 @@ impl FileCtx<'_> {
             pods,
             containers,
             actions: raw.actions,
-            commands: raw.commands,
+            commands,
             deny_commands: raw.deny_commands,
             ports: raw.ports,
             shell,

@@ -105,6 +105,33 @@ pub struct Metadata {
     /// `bytes.stdout` came from it).
     #[serde(skip_serializing_if = "is_zero")]
     pub connections: u64,
+    /// The approval the session ran under, when its rule asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+    /// Who watched the session live (`watch`), and from when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observers: Vec<Observer>,
+}
+
+/// Who approved a session, when, and whether through a standing approval (`--for`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// The approval request's id.
+    pub request: String,
+    pub approved_by: String,
+    /// RFC 3339: when the request was approved (or the standing approval was used).
+    pub approved_at: String,
+    /// Set when the session ran under a standing approval, which lasts until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_until: Option<String>,
+}
+
+/// One observer of a live session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observer {
+    pub identity: String,
+    /// RFC 3339: when they started watching.
+    pub since: String,
 }
 
 fn is_zero(n: &u64) -> bool {

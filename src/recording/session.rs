@@ -200,6 +200,19 @@ impl Recorder {
         Self::with(&mut self.lock(), |c| c.marker(text))
     }
 
+    /// Someone started watching the session live: kept in the metadata, which is written
+    /// at once (so a gateway that dies still leaves it). At most `MAX_OBSERVERS` are kept.
+    pub fn observer(&self, who: meta::Observer) -> Result<(), RecordError> {
+        const MAX_OBSERVERS: usize = 64;
+        let mut inner = self.lock();
+        if inner.meta.observers.len() >= MAX_OBSERVERS {
+            return Ok(());
+        }
+        inner.meta.observers.push(who);
+        let json = inner.json.clone();
+        Ok(meta::write(&json, &inner.meta)?)
+    }
+
     /// Flush if a second has passed since the last flush (called by a timer).
     pub fn tick(&self) -> Result<(), RecordError> {
         Self::with(&mut self.lock(), |_| Ok(()))

@@ -100,10 +100,7 @@ fn short(session: &str) -> &str {
 }
 
 fn target(m: &Metadata) -> String {
-    match &m.container {
-        Some(c) => format!("{}/{}:{c}", m.namespace, m.pod),
-        None => format!("{}/{}", m.namespace, m.pod),
-    }
+    crate::request::target_text(&m.namespace, &m.pod, m.container.as_deref())
 }
 
 fn duration(m: &Metadata) -> String {

@@ -166,6 +166,14 @@ pub fn open(
         Decision::Allow(grant) => grant,
         Decision::Deny(denial) => return Err(refuse(ctx, &what, &denial.message, prohibited)),
     };
+    if grant.approval.is_some() {
+        // A channel open has no terminal to show a request and wait on (docs/APPROVALS.md).
+        let reason = format!(
+            "rule {:?} requires approval, which a port-forward cannot wait for",
+            grant.rule
+        );
+        return Err(refuse(ctx, &what, &reason, prohibited));
+    }
     let max = ctx.gateway.limits.max_forwards;
     if forwards.open_now() >= max {
         let reason = format!(

@@ -117,6 +117,8 @@ pub struct ChannelIo {
     /// The recorder of the session running on this channel, if any: output is handed to
     /// it before the client sees it.
     pub recorder: Option<Recorder>,
+    /// The session as observers see it (`watch`), while it is registered.
+    pub live: Option<Arc<crate::observe::Live>>,
     /// Traffic and deadlines of this channel.
     pub lifetime: Arc<Lifetime>,
 }
@@ -148,6 +150,22 @@ impl Notifier {
             let _ = self.handle.data(self.id, Bytes::from(line)).await;
         }
     }
+
+    /// A notice the user must see even without a PTY (someone is watching the session):
+    /// as `warn` on a PTY, else a `podgate: ...` line on stderr.
+    pub async fn notice(&self, text: &str) {
+        if self.pty {
+            return self.warn(text).await;
+        }
+        if let Some(r) = self.lifetime.recorder() {
+            let _ = r.marker(&format!("podgate: {text}"));
+        }
+        let line = format!("podgate: {text}\n");
+        let _ = self
+            .handle
+            .extended_data(self.id, 1, Bytes::from(line))
+            .await;
+    }
 }
 
 impl ChannelIo {
@@ -159,6 +177,9 @@ impl ChannelIo {
         if let Some(r) = &self.recorder {
             r.output(Stream::Stdout, &bytes).map_err(|_| Gone)?;
         }
+        if let Some(l) = &self.live {
+            l.output(&bytes);
+        }
         self.handle.data(self.id, bytes).await.map_err(|_| Gone)
     }
 
@@ -167,6 +188,9 @@ impl ChannelIo {
         self.lifetime.touch();
         if let Some(r) = &self.recorder {
             r.output(Stream::Stderr, &bytes).map_err(|_| Gone)?;
+        }
+        if let Some(l) = &self.live {
+            l.output(&bytes);
         }
         self.handle
             .extended_data(self.id, 1, bytes)

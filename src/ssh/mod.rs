@@ -10,9 +10,11 @@
 //! After login a watcher per connection disconnects the client shortly after its
 //! certificate expires.
 
+mod approvals;
 mod forward;
 pub mod io;
 pub mod lifetime;
+mod observing;
 pub mod prechecks;
 mod prompt;
 mod recorded;
@@ -188,6 +190,7 @@ impl Connection {
             eof: false,
             closed: false,
             recorder: None,
+            live: None,
             lifetime: life,
         };
         let ctx = self.ctx(identity);

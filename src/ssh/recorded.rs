@@ -12,9 +12,10 @@ use super::io::{ChannelIo, PtySize};
 use super::session::{Ctx, EXIT_DENIED, EXIT_ENDED, EXIT_UNAVAILABLE};
 use crate::action::Action;
 use crate::gateway::SessionSlot;
+use crate::observe::LiveInfo;
 use crate::policy::Grant;
 use crate::recording::cast::CastHeader;
-use crate::recording::meta::{Metadata, end_reason};
+use crate::recording::meta::{ApprovalRecord, Metadata, Observer, end_reason};
 use crate::recording::session::{FLUSH_EVERY, Recorder};
 
 /// What a recorded session is, for its metadata and its `session.started` event.
@@ -29,6 +30,8 @@ pub struct Started<'a> {
     pub grant: &'a Grant,
     /// Most transcript bytes to record (logs sessions).
     pub cap: Option<u64>,
+    /// The approval it runs under, if its rule asked for one.
+    pub approval: Option<ApprovalRecord>,
 }
 
 /// A recorded session in progress: its slot among the identity's sessions and the task
@@ -82,6 +85,7 @@ pub async fn begin(ctx: &Ctx, io: &mut ChannelIo, s: &Started<'_>) -> Result<Run
         tty: s.tty,
         rule: s.grant.rule.clone(),
         record_input: s.grant.record_input,
+        approval: s.approval.clone(),
         ..Default::default()
     };
     let size = io.pty.unwrap_or(PtySize { cols: 80, rows: 24 });
@@ -150,11 +154,43 @@ pub async fn begin(ctx: &Ctx, io: &mut ChannelIo, s: &Started<'_>) -> Result<Run
     io.lifetime
         .session_started(s.grant.max_session, recorder.clone());
     io.recorder = Some(recorder);
+    observable(ctx, io, s);
     Ok(Running {
         session: s.session.to_owned(),
         ticker,
         _slot: slot,
     })
+}
+
+/// Register the session for `watch`, and pass "X is watching" notices on to its user.
+/// A session that cannot be registered (too many live sessions) runs unobservable.
+fn observable(ctx: &Ctx, io: &mut ChannelIo, s: &Started<'_>) {
+    let info = LiveInfo {
+        session: s.session.to_owned(),
+        identity: ctx.identity.key_id.clone(),
+        action: s.action.as_str().to_owned(),
+        namespace: s.namespace.to_owned(),
+        pod: s.pod.to_owned(),
+        container: Some(s.container.to_owned()),
+        command: s.command.map(str::to_owned),
+        started: std::time::SystemTime::now(),
+        pty: io.pty.map(|p| (p.cols, p.rows)),
+        observers: Vec::new(),
+    };
+    match ctx.gateway.hub.register(info) {
+        Ok(live) => {
+            if let Some(mut notices) = live.notices() {
+                let notifier = io.notifier();
+                tokio::spawn(async move {
+                    while let Some(text) = notices.recv().await {
+                        notifier.notice(&text).await;
+                    }
+                });
+            }
+            io.live = Some(std::sync::Arc::new(live));
+        }
+        Err(e) => tracing::warn!(error = %e, session = s.session, "session cannot be observed"),
+    }
 }
 
 /// Close the recording, write `session.ended`, and tell the user why a session that had
@@ -168,6 +204,17 @@ pub async fn end(
 ) -> u32 {
     let session = running.session.clone();
     drop(running);
+    if let Some(live) = io.live.take() {
+        // Ends every watch of it; who watched goes into the metadata.
+        if let Some(r) = &io.recorder {
+            for (identity, since) in live.observers_ever() {
+                let _ = r.observer(Observer {
+                    identity,
+                    since: crate::recording::meta::rfc3339(since),
+                });
+            }
+        }
+    }
     io.lifetime.session_ended();
     let ending = io.lifetime.ending();
     if let Some(e) = &ending {

@@ -12,16 +12,18 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::approvals::{self, Asked};
 use super::io::ChannelIo;
 use super::lifetime::{self, ConnectionEnd};
 use super::recorded::{self, Started};
-use super::{prompt, text};
+use super::{observing, prompt, text};
 use crate::action::Action;
+use crate::approval::Decision;
 use crate::auth::Identity;
 use crate::bridge::exec::{ExecSpec, Outcome};
 use crate::bridge::{self, BridgeError, Impersonation};
 use crate::gateway::Shared;
-use crate::policy::{Ask, Decision, Grant};
+use crate::policy::{self, Ask, Grant};
 use crate::recording::meta::{self, end_reason};
 use crate::request::{self, Command, LogOptions, Target};
 
@@ -170,6 +172,17 @@ pub async fn execute(ctx: &Ctx, cmd: Command, io: &mut ChannelIo) -> u32 {
             run_exec(ctx, Action::Shell, target, Vec::new(), tty, io).await
         }
         Command::Logs { target, options } => logs(ctx, target, options, io).await,
+        Command::Requests => approvals::requests(ctx, io).await,
+        Command::Approve { id, window } => {
+            let by = ctx.identity.key_id.clone();
+            approvals::decide(ctx, io, &id, Decision::Approve { by, window }).await
+        }
+        Command::Deny { id, reason } => {
+            let by = ctx.identity.key_id.clone();
+            approvals::decide(ctx, io, &id, Decision::Deny { by, reason }).await
+        }
+        Command::Sessions => observing::sessions(ctx, io).await,
+        Command::Watch { session } => observing::watch(ctx, io, &session).await,
     }
 }
 
@@ -199,8 +212,8 @@ fn ask_policy(
         .policy
         .decide(&ask(ctx, action, namespace, pod, container, argv))
     {
-        Decision::Allow(grant) => Ok(grant),
-        Decision::Deny(denial) => Err(denial.message),
+        policy::Decision::Allow(grant) => Ok(grant),
+        policy::Decision::Deny(denial) => Err(denial.message),
     }
 }
 
@@ -262,10 +275,7 @@ async fn failed(
 }
 
 fn target_text(t: &Target) -> String {
-    match &t.container {
-        Some(c) => format!("{}/{}:{c}", t.namespace, t.pod),
-        None => format!("{}/{}", t.namespace, t.pod),
-    }
+    crate::request::target_text(&t.namespace, &t.pod, t.container.as_deref())
 }
 
 fn client_for(ctx: &Ctx, grant: &Grant, session: &str) -> Result<kube::Client, BridgeError> {
@@ -326,6 +336,16 @@ async fn run_exec(
         Err(reason) => return deny(ctx, io, action, &what, line.as_deref(), &reason).await,
     };
     let session = meta::new_session_id();
+    let asked = Asked {
+        action,
+        target: &target,
+        command: line.as_deref(),
+        session: &session,
+    };
+    let approval = match approvals::gate(ctx, io, &grant, &asked).await {
+        Ok(a) => a,
+        Err(status) => return status,
+    };
     let client = match client_for(ctx, &grant, &session) {
         Ok(c) => c,
         Err(e) => return failed(ctx, io, action, &what, line.as_deref(), &e).await,
@@ -336,6 +356,9 @@ async fn run_exec(
             Err(Ok(reason)) => return deny(ctx, io, action, &what, line.as_deref(), &reason).await,
             Err(Err(e)) => return failed(ctx, io, action, &what, line.as_deref(), &e).await,
         };
+    if let Err(reason) = approval_still_covers(&grant, approval.as_ref()) {
+        return deny(ctx, io, action, &what, line.as_deref(), &reason).await;
+    }
     let argv = if action == Action::Shell {
         vec![grant.shell.clone()]
     } else {
@@ -358,6 +381,7 @@ async fn run_exec(
         tty,
         grant: &grant,
         cap: None,
+        approval,
     };
     let running = match recorded::begin(ctx, io, &started).await {
         Ok(r) => r,
@@ -373,6 +397,22 @@ async fn run_exec(
     recorded::end(ctx, io, running, reason, status).await
 }
 
+/// After the container is known the decision may come from another rule: one that asks
+/// for approval when none was given is refused (name the container to be asked for it).
+fn approval_still_covers(
+    grant: &Grant,
+    approval: Option<&meta::ApprovalRecord>,
+) -> Result<(), String> {
+    match (&grant.approval, approval) {
+        (Some(_), None) => Err(format!(
+            "rule {:?} requires approval for this container; name the container \
+             (NS/POD:CONTAINER) to ask for it",
+            grant.rule
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo) -> u32 {
     let what = target_text(&target);
     let grant = match decide(
@@ -386,6 +426,16 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
         Err(reason) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
     };
     let session = meta::new_session_id();
+    let asked = Asked {
+        action: Action::Logs,
+        target: &target,
+        command: None,
+        session: &session,
+    };
+    let approval = match approvals::gate(ctx, io, &grant, &asked).await {
+        Ok(a) => a,
+        Err(status) => return status,
+    };
     let client = match client_for(ctx, &grant, &session) {
         Ok(c) => c,
         Err(e) => return failed(ctx, io, Action::Logs, &what, None, &e).await,
@@ -396,6 +446,9 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
             Err(Ok(reason)) => return deny(ctx, io, Action::Logs, &what, None, &reason).await,
             Err(Err(e)) => return failed(ctx, io, Action::Logs, &what, None, &e).await,
         };
+    if let Err(reason) = approval_still_covers(&grant, approval.as_ref()) {
+        return deny(ctx, io, Action::Logs, &what, None, &reason).await;
+    }
     let started = Started {
         session: &session,
         action: Action::Logs,
@@ -406,6 +459,7 @@ async fn logs(ctx: &Ctx, target: Target, options: LogOptions, io: &mut ChannelIo
         tty: io.pty.is_some(),
         grant: &grant,
         cap: Some(ctx.gateway.limits.logs_record_cap),
+        approval,
     };
     let running = match recorded::begin(ctx, io, &started).await {
         Ok(r) => r,

@@ -120,7 +120,7 @@ pub fn whoami(gw: &Gateway, id: &Identity) -> String {
 pub fn pod_table(rows: &[PodRow], now: SystemTime) -> String {
     let mut sorted: Vec<&PodRow> = rows.iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let cells: Vec<[String; 5]> = sorted
+    let cells: Vec<Vec<String>> = sorted
         .iter()
         .map(|r| {
             let age = r
@@ -128,7 +128,7 @@ pub fn pod_table(rows: &[PodRow], now: SystemTime) -> String {
                 .and_then(|c| now.duration_since(c).ok())
                 .map(age)
                 .unwrap_or_else(|| "-".into());
-            [
+            vec![
                 r.namespace.clone(),
                 r.name.clone(),
                 r.status.clone(),
@@ -137,17 +137,90 @@ pub fn pod_table(rows: &[PodRow], now: SystemTime) -> String {
             ]
         })
         .collect();
-    let header = ["NAMESPACE", "NAME", "STATUS", "CONTAINERS", "AGE"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &cells {
+    columns(
+        &["NAMESPACE", "NAME", "STATUS", "CONTAINERS", "AGE"],
+        &cells,
+        "(no pods you may see)",
+    )
+}
+
+/// `requests`: pending approval requests, each with whose it is to decide.
+pub fn request_table(rows: &[(crate::approval::Stored, &str)], now: SystemTime) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(s, mine)| {
+            let r = &s.request;
+            let target = crate::request::target_text(&r.namespace, &r.pod, r.container.as_deref());
+            let left = r
+                .expires
+                .duration_since(now)
+                .map(age)
+                .unwrap_or_else(|_| "0s".into());
+            vec![
+                r.id.clone(),
+                r.requester.clone(),
+                format!("{} {target}", r.action),
+                r.command.clone().unwrap_or_else(|| "-".into()),
+                r.reason.clone().unwrap_or_else(|| "-".into()),
+                left,
+                (*mine).to_owned(),
+            ]
+        })
+        .collect();
+    columns(
+        &["ID", "WHO", "WHAT", "COMMAND", "WHY", "EXPIRES IN", ""],
+        &cells,
+        "(no pending requests for you)",
+    )
+}
+
+/// `sessions`: live sessions the caller may watch.
+pub fn session_table(rows: &[crate::observe::LiveInfo], now: SystemTime) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|l| {
+            let target = crate::request::target_text(&l.namespace, &l.pod, l.container.as_deref());
+            vec![
+                l.session.get(..12).unwrap_or(&l.session).to_owned(),
+                l.identity.clone(),
+                format!("{} {target}", l.action),
+                l.command.clone().unwrap_or_else(|| "-".into()),
+                now.duration_since(l.started)
+                    .map(age)
+                    .unwrap_or_else(|_| "0s".into()),
+                if l.pty.is_some() { "pty" } else { "-" }.to_owned(),
+                l.observers.join(","),
+            ]
+        })
+        .collect();
+    columns(
+        &[
+            "SESSION",
+            "WHO",
+            "WHAT",
+            "COMMAND",
+            "AGE",
+            "TTY",
+            "WATCHED BY",
+        ],
+        &cells,
+        "(no live sessions you may watch)",
+    )
+}
+
+/// Left-aligned columns three spaces apart; `empty` when there are no rows.
+fn columns(header: &[&str], cells: &[Vec<String>], empty: &str) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
         }
     }
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
     let mut out = String::new();
     for row in std::iter::once(&header).chain(cells.iter()) {
         let mut line = String::new();
-        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+        for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
             if i + 1 == row.len() {
                 line.push_str(c);
             } else {
@@ -158,7 +231,8 @@ pub fn pod_table(rows: &[PodRow], now: SystemTime) -> String {
         out.push('\n');
     }
     if cells.is_empty() {
-        out.push_str("(no pods you may see)\n");
+        out.push_str(empty);
+        out.push('\n');
     }
     out
 }

@@ -44,9 +44,10 @@ const GATEWAY_SA: &str = "system:serviceaccount:podgate:podgate";
 
 /// With deploy/'s RBAC, real kubectl as the gateway's ServiceAccount: impersonating an
 /// engineer with a listed JIT group works (exec, get, logs), in the bound namespaces only;
-/// an unlisted group, a uid, a ServiceAccount and the account's own reads are forbidden.
+/// an unlisted group, a uid, a ServiceAccount and the account's own reads are forbidden,
+/// but for the ConfigMaps of its own namespace (approval requests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploy_rbac_lets_the_gateway_only_impersonate() {
+async fn deploy_rbac_lets_the_gateway_impersonate_and_keep_approvals_only() {
     let c = deploy_cluster().await;
     let alice = "--as alice@corp.example --as-group jit:oncall:payments -n payments";
     let out = as_gateway(&c, &format!("{alice} exec payments-api-0 -- echo hi")).await;
@@ -104,11 +105,13 @@ async fn deploy_rbac_lets_the_gateway_only_impersonate() {
     .await;
     assert_forbidden(&out, r#"cannot impersonate resource "serviceaccounts""#);
 
-    // The account itself reads and runs nothing.
+    // The account itself reads and runs nothing but its approval ConfigMaps.
+    let out = as_gateway(&c, "-n podgate get configmaps").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     for (ns, resource) in [
         ("podgate", "secrets"),
         ("payments", "pods"),
-        ("podgate", "configmaps"),
+        ("payments", "configmaps"),
     ] {
         let out = as_gateway(&c, &format!("-n {ns} get {resource}")).await;
         let wanted = format!(r#"User "{GATEWAY_SA}" cannot list resource "{resource}""#);
