@@ -30,6 +30,11 @@ fn main() {
     };
     let code = match found.and_then(|dir| check(&dir)) {
         Ok(dir) => {
+            // Build again if the embedded files change or go (an emptied OUT_DIR, a
+            // different PODGATE_PLAYER_DIR).
+            for f in FILES {
+                println!("cargo:rerun-if-changed={}", dir.join(f).display());
+            }
             let version = version(&dir).unwrap_or_else(|| "unknown".to_owned());
             format!(
                 "/// The asciinema-player bundle, installed by the build.\n\

@@ -38,7 +38,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 /// Raw PTY output kept before it is parsed.
-pub(super) const BACKLOG: usize = 1 << 20;
+/// 256 KiB: a thousand busy PTY sessions then keep at most ~384 MiB between them (see
+/// Memory above), and interactive output is parsed only once that much has built up.
+pub(super) const BACKLOG: usize = 256 << 10;
 /// Output parsed between two looks at the clock: 1 KiB of the costliest input takes about
 /// 13 ms on the largest screen modelled, of ordinary text about 50 µs.
 const SLICE: usize = 1 << 10;

@@ -546,7 +546,9 @@ fn docker_build_context_has_everything_the_build_reads() {
         read(&root.join("build.rs"))
             .lines()
             .filter_map(|l| l.split("cargo:rerun-if-changed=").nth(1))
-            .map(|rest| rest.trim_end_matches("\");").to_owned()),
+            .map(|rest| rest.trim_end_matches("\");").to_owned())
+            // Formatted ones name files the build made itself (the installed player).
+            .filter(|path| !path.contains('{')),
     );
     let mut stack = vec![root.join("src")];
     while let Some(dir) = stack.pop() {
