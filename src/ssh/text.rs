@@ -95,8 +95,18 @@ pub fn whoami(gw: &Gateway, id: &Identity) -> String {
         .filter(|r| r.groups.iter().any(|g| id.groups.contains(g)))
         .map(|r| {
             let actions: Vec<&str> = r.actions.iter().map(|a| a.as_str()).collect();
+            let approval = match &r.approval {
+                Some(a) if r.approval_required => {
+                    format!("; approval by {}", a.approvers.join(", "))
+                }
+                Some(a) => format!(
+                    "; some commands need approval by {}",
+                    a.approvers.join(", ")
+                ),
+                None => String::new(),
+            };
             format!(
-                "  {}: namespaces {}; pods {}; actions {}",
+                "  {}: namespaces {}; pods {}; actions {}{approval}",
                 r.name,
                 r.namespaces.join(", "),
                 r.pods.join(", "),
