@@ -7,7 +7,9 @@
 //! policy and user CA keys, a Secret with its host key, and its own ServiceAccount whose
 //! ClusterRole may impersonate only users, the groups its policy names and podgate's
 //! user extras. RoleBindings grant the incident's Kubernetes group (`jit:incident:ID`) a
-//! debug ClusterRole in the incident's namespaces. Every object carries the label
+//! debug ClusterRole in the incident's namespaces, and one RoleBinding lets its
+//! ServiceAccount keep approval requests with the gateway's own (the Role
+//! `podgate-approvals` of deploy/rbac-approvals.yaml). Every object carries the label
 //! `podgate.dev/incident=ID`, which is how `list` finds them and `close` deletes them all.
 //! With a recordings store (`incident::store`), the configuration ships the recordings to
 //! the incident's own prefix of the bucket, and the pod takes the store's credentials from
@@ -124,6 +126,9 @@ pub struct Objects {
     pub cluster_role: rbac::ClusterRole,
     pub cluster_role_binding: rbac::ClusterRoleBinding,
     pub role_bindings: Vec<rbac::RoleBinding>,
+    /// Binds the incident's ServiceAccount to `APPROVALS_ROLE` in the gateway's namespace,
+    /// so that approval requests made on the incident's pod are seen by every gateway.
+    pub approvals_binding: rbac::RoleBinding,
     pub secret: core::Secret,
     pub config_map: core::ConfigMap,
     pub service: core::Service,
@@ -221,6 +226,10 @@ pub fn config_text(spec: &Spec) -> Result<String, IncidentError> {
     }
     Ok(text)
 }
+
+/// The Role (deploy/rbac-approvals.yaml) that keeps approval requests, in the gateway's
+/// namespace.
+pub const APPROVALS_ROLE: &str = "podgate-approvals";
 
 /// Check `spec` and build its objects.
 pub fn build(spec: &Spec) -> Result<Objects, IncidentError> {
@@ -337,6 +346,16 @@ pub fn build(spec: &Spec) -> Result<Objects, IncidentError> {
         }),
         ..Default::default()
     };
+    let approvals_binding = rbac::RoleBinding {
+        metadata: meta(&format!("{name}-approvals"), Some(ns)),
+        role_ref: role_ref("Role", APPROVALS_ROLE),
+        subjects: Some(vec![rbac::Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
+    };
     let pod = core::Pod {
         metadata: meta(&name, Some(ns)),
         spec: Some(pod::spec(spec, &name)),
@@ -347,6 +366,7 @@ pub fn build(spec: &Spec) -> Result<Objects, IncidentError> {
         cluster_role,
         cluster_role_binding,
         role_bindings,
+        approvals_binding,
         secret,
         config_map,
         service,
@@ -482,6 +502,7 @@ pub fn to_yaml(objects: &Objects) -> Result<String, IncidentError> {
     for rb in &objects.role_bindings {
         doc(&mut out, rb)?;
     }
+    doc(&mut out, &objects.approvals_binding)?;
     doc(&mut out, &objects.secret)?;
     doc(&mut out, &objects.config_map)?;
     doc(&mut out, &objects.service)?;

@@ -420,13 +420,26 @@ fn dry_run_yaml_holds_every_object() {
             "ClusterRoleBinding",
             "RoleBinding",
             "RoleBinding",
+            // The incident's ServiceAccount and the approvals Role, in the gateway's namespace.
+            "RoleBinding",
             "Secret",
             "ConfigMap",
             "Service",
             "Pod"
         ]
     );
-    assert_eq!(yaml.matches("---\n").count(), 9);
+    assert_eq!(yaml.matches("---\n").count(), 10);
+    let approvals = &docs[5];
+    assert_eq!(approvals["roleRef"]["kind"], "Role");
+    assert_eq!(
+        approvals["roleRef"]["name"],
+        crate::incident::APPROVALS_ROLE
+    );
+    assert_eq!(approvals["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(
+        approvals["metadata"]["namespace"],
+        docs[0]["metadata"]["namespace"]
+    );
 }
 
 #[test]

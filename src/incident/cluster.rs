@@ -180,6 +180,12 @@ pub async fn open(client: &Client, id: &str, o: &Objects) -> Result<Vec<String>,
         let target = rb.metadata.namespace.clone().unwrap_or_default();
         make!(Api::namespaced(c.clone(), &target), rb, "rolebinding", true);
     }
+    make!(
+        Api::namespaced(c.clone(), &gw),
+        &o.approvals_binding,
+        "rolebinding",
+        true
+    );
     make!(Api::namespaced(c.clone(), &gw), &o.secret, "secret", true);
     make!(
         Api::namespaced(c.clone(), &gw),

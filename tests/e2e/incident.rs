@@ -75,7 +75,7 @@ async fn open_list_close_against_the_cluster() {
     let out = run(incident(&cluster, &open), None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert_eq!(stdout.matches(" created\n").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches(" created\n").count(), 9, "{stdout}");
     assert!(
         stdout.contains("ssh endpoint: podgate-inc-inc-7.podgate.svc:22"),
         "{stdout}"
@@ -163,7 +163,7 @@ async fn open_list_close_against_the_cluster() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout).matches(" deleted\n").count(),
-        8,
+        9,
         "{}",
         text(&out.stdout)
     );
@@ -410,7 +410,11 @@ async fn dry_run_yaml_passes_strict_validation() {
         let checked = run(validate, None).await;
         let report = text(&checked.stdout) + &text(&checked.stderr);
         assert!(checked.status.success(), "{extra:?}: {report}");
-        assert_eq!(report.matches(" passed ").count(), 9, "{extra:?}: {report}");
+        assert_eq!(
+            report.matches(" passed ").count(),
+            10,
+            "{extra:?}: {report}"
+        );
         out = Some(printed);
     }
     let out = out.unwrap();
