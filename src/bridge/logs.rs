@@ -8,7 +8,7 @@ use kube::api::{Api, LogParams};
 use super::BridgeError;
 use crate::metrics::Metrics;
 use crate::request::LogOptions;
-use crate::ssh::io::{ChannelIo, Input};
+use crate::ssh::io::{Absorbed, ChannelIo, lf_to_crlf};
 
 const CHUNK: usize = 32 * 1024;
 
@@ -50,7 +50,7 @@ pub async fn run(
                 Ok(n) => {
                     let text = buf.get(..n).unwrap_or_default();
                     let bytes = if io.pty.is_some() {
-                        bytes::Bytes::from(crlf(text))
+                        bytes::Bytes::from(lf_to_crlf(text))
                     } else {
                         bytes::Bytes::copy_from_slice(text)
                     };
@@ -60,32 +60,12 @@ pub async fn run(
                 }
                 Err(e) => return Err(BridgeError::Stream(format!("reading the log stream: {e}"))),
             },
-            input = io.input.recv() => match input {
+            input = io.input.recv() => {
                 // Stdin is not used by logs; only a closed channel ends a follow.
-                Some(Input::Close) | None => {
-                    io.closed = true;
+                if let Absorbed::Closed = io.absorb(input) {
                     return Ok(());
                 }
-                Some(Input::Eof) => io.eof = true,
-                Some(Input::Resize { cols, rows }) => {
-                    if let Some(p) = io.pty.as_mut() {
-                        p.cols = cols;
-                        p.rows = rows;
-                    }
-                }
-                Some(Input::Data(..)) => {}
-            },
+            }
         }
     }
-}
-
-fn crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
-    for b in bytes {
-        if *b == b'\n' {
-            out.push(b'\r');
-        }
-        out.push(*b);
-    }
-    out
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::io::{ChannelIo, Input};
+use super::io::{Absorbed, ChannelIo};
 use super::session::{Ctx, EXIT_DENIED, EXIT_UNAVAILABLE};
 use crate::action::Action;
 use crate::approval::{self, ApprovalError, Decision, Request, State, Status, Stored};
@@ -261,21 +261,11 @@ async fn wait(
             }
             // Without a PTY the input is the command's stdin: left queued for it (bounded
             // by the input budget), not read here.
-            input = io.input.recv(), if pty => match input {
-                Some(Input::Data(bytes, _)) if bytes.contains(&0x03) => break Err(Waited::Left),
-                Some(Input::Close) | None => {
-                    io.closed = true;
-                    break Err(Waited::Left);
-                }
-                Some(Input::Eof) => io.eof = true,
-                Some(Input::Resize { cols, rows }) => {
-                    if let Some(p) = io.pty.as_mut() {
-                        p.cols = cols;
-                        p.rows = rows;
-                    }
-                }
-                // Typed ahead while waiting: not passed on (it was not approved).
-                Some(Input::Data(..)) => {}
+            // Typed ahead while waiting is not passed on (it was not approved).
+            input = io.input.recv(), if pty => match io.absorb(input) {
+                Absorbed::Typed(bytes) if bytes.contains(&0x03) => break Err(Waited::Left),
+                Absorbed::Closed => break Err(Waited::Left),
+                Absorbed::Typed(_) | Absorbed::Noted => {}
             },
             () = ctx.gateway.stopping.cancelled() => break Err(Waited::Left),
         }
@@ -377,10 +367,11 @@ pub(super) async fn decide(ctx: &Ctx, io: &mut ChannelIo, id: &str, decision: De
     };
     let r = &decided.request;
     let target = crate::request::target_text(&r.namespace, &r.pod, r.container.as_deref());
-    let (event, said, extra) = match &decided.state {
-        State::Approved { window_until, .. } => (
-            "approval.approved",
-            match window_until {
+    let mut fields = json!({"request": id, "requester": r.requester, "rule": r.rule,
+        "action": r.action, "target": target, "command": r.command, "session": r.session});
+    let (event, said) = match &decided.state {
+        State::Approved { window_until, .. } => {
+            let said = match window_until {
                 Some(until) => format!(
                     "approved {id}: {} may run {} {target}{} until {}",
                     r.requester,
@@ -392,25 +383,22 @@ pub(super) async fn decide(ctx: &Ctx, io: &mut ChannelIo, id: &str, decision: De
                     meta::rfc3339(*until)
                 ),
                 None => format!("approved {id} ({} {} {target})", r.requester, r.action),
-            },
-            json!({"window_until": window_until.map(meta::rfc3339)}),
-        ),
-        State::Denied { reason, .. } => (
-            "approval.denied",
-            format!("denied {id} ({} {} {target})", r.requester, r.action),
-            json!({"denial_reason": reason}),
-        ),
+            };
+            fields["window_until"] = json!(window_until.map(meta::rfc3339));
+            ("approval.approved", said)
+        }
+        State::Denied { reason, .. } => {
+            fields["denial_reason"] = json!(reason);
+            (
+                "approval.denied",
+                format!("denied {id} ({} {} {target})", r.requester, r.action),
+            )
+        }
         State::Pending | State::Cancelled { .. } => (
             "approval.cancelled",
             format!("{id} is {:?}", decided.status(SystemTime::now())),
-            json!({}),
         ),
     };
-    let mut fields = json!({"request": id, "requester": r.requester, "rule": r.rule,
-        "action": r.action, "target": target, "command": r.command, "session": r.session});
-    if let (Some(f), Some(x)) = (fields.as_object_mut(), extra.as_object()) {
-        f.extend(x.clone());
-    }
     ctx.audit(event, fields);
     let _ = io.text(&format!("{said}\n")).await;
     0

@@ -34,6 +34,32 @@ pub enum Input {
     Close,
 }
 
+/// What an input event leaves for a reader that does not pass stdin on
+/// ([`ChannelIo::absorb`]).
+#[derive(Debug)]
+pub enum Absorbed {
+    /// Bytes the client typed.
+    Typed(Bytes),
+    /// The channel closed (or its sender went away).
+    Closed,
+    /// EOF or a window change, kept in the channel's state.
+    Noted,
+}
+
+/// Each bare line feed as CR LF: what a terminal in raw mode needs (a PTY client's).
+pub fn lf_to_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    let mut prev = 0u8;
+    for &b in bytes {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
 /// The handler's end of a channel's input.
 #[derive(Clone)]
 pub struct InputSender {
@@ -226,9 +252,33 @@ impl ChannelIo {
 
     pub fn crlf(&self, text: &str) -> Bytes {
         if self.pty.is_some() {
-            Bytes::from(text.replace('\n', "\r\n"))
+            Bytes::from(lf_to_crlf(text.as_bytes()))
         } else {
             Bytes::copy_from_slice(text.as_bytes())
+        }
+    }
+
+    /// Take in one input event while stdin is not being passed on (logs, an approval
+    /// wait, a watch): EOF, close and the window size are kept in the channel's state,
+    /// typed bytes are handed back.
+    pub fn absorb(&mut self, input: Option<Input>) -> Absorbed {
+        match input {
+            Some(Input::Data(bytes, _permit)) => Absorbed::Typed(bytes),
+            Some(Input::Close) | None => {
+                self.closed = true;
+                Absorbed::Closed
+            }
+            Some(Input::Eof) => {
+                self.eof = true;
+                Absorbed::Noted
+            }
+            Some(Input::Resize { cols, rows }) => {
+                if let Some(p) = self.pty.as_mut() {
+                    p.cols = cols;
+                    p.rows = rows;
+                }
+                Absorbed::Noted
+            }
         }
     }
 

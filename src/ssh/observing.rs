@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::io::{ChannelIo, Input};
+use super::io::{Absorbed, ChannelIo, lf_to_crlf};
 use super::session::{Ctx, EXIT_DENIED, EXIT_UNAVAILABLE};
 use crate::action::Action;
 use crate::observe::{LiveInfo, WatchEvent};
@@ -124,14 +124,19 @@ pub(super) async fn watch(ctx: &Ctx, io: &mut ChannelIo, id: &str) -> u32 {
             .await;
     }
     let mut ended = "stopped";
-    if io.out(lines(watching.initial(), convert)).await.is_err() {
+    let initial = if convert {
+        lf_to_crlf(watching.initial())
+    } else {
+        watching.initial().to_vec()
+    };
+    if io.out(initial).await.is_err() {
         ended = "client closed";
     }
     while ended == "stopped" {
         tokio::select! {
             event = watching.next() => match event {
                 WatchEvent::Output(bytes) => {
-                    let bytes = if convert { lines(&bytes, true).into() } else { bytes };
+                    let bytes = if convert { lf_to_crlf(&bytes).into() } else { bytes };
                     if io.out(bytes).await.is_err() {
                         ended = "client closed";
                     }
@@ -146,16 +151,12 @@ pub(super) async fn watch(ctx: &Ctx, io: &mut ChannelIo, id: &str) -> u32 {
                 }
                 WatchEvent::Ended => ended = "session ended",
             },
-            input = io.input.recv() => match input {
-                Some(Input::Data(bytes, _)) if pty && (bytes.contains(&0x03) || bytes.contains(&b'q')) => {
+            input = io.input.recv() => match io.absorb(input) {
+                Absorbed::Typed(bytes) if pty && (bytes.contains(&0x03) || bytes.contains(&b'q')) => {
                     ended = "observer stopped";
                 }
-                Some(Input::Close) | None => {
-                    io.closed = true;
-                    ended = "client closed";
-                }
-                Some(Input::Eof) => io.eof = true,
-                Some(Input::Resize { .. } | Input::Data(..)) => {}
+                Absorbed::Closed => ended = "client closed",
+                Absorbed::Typed(_) | Absorbed::Noted => {}
             },
             () = ctx.gateway.stopping.cancelled() => ended = "gateway stopping",
         }
@@ -175,37 +176,19 @@ pub(super) async fn watch(ctx: &Ctx, io: &mut ChannelIo, id: &str) -> u32 {
     0
 }
 
-/// `bytes`, with each bare line feed made CR LF when `convert`.
-fn lines(bytes: &[u8], convert: bool) -> Vec<u8> {
-    if !convert {
-        return bytes.to_vec();
-    }
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
-    let mut prev = 0u8;
-    for &b in bytes {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::lines;
+    use crate::ssh::io::lf_to_crlf;
 
     #[test]
     fn bare_line_feeds_become_cr_lf_for_a_pty_observer() {
-        for (input, convert, want) in [
-            (&b"a\nb\n"[..], true, &b"a\r\nb\r\n"[..]),
-            (b"a\r\nb", true, b"a\r\nb"),
-            (b"\n\n", true, b"\r\n\r\n"),
-            (b"a\nb", false, b"a\nb"),
-            (b"", true, b""),
+        for (input, want) in [
+            (&b"a\nb\n"[..], &b"a\r\nb\r\n"[..]),
+            (b"a\r\nb", b"a\r\nb"),
+            (b"\n\n", b"\r\n\r\n"),
+            (b"", b""),
         ] {
-            assert_eq!(lines(input, convert), want, "{input:?}");
+            assert_eq!(lf_to_crlf(input), want, "{input:?}");
         }
     }
 }
